@@ -90,6 +90,9 @@ uninstall:
 rock-check: deps
 	@sh tools/rock-check.sh
 
+# Each benchmark lives in mk/bench_*.mk; figures go to bench/RESULTS.md.
+bench: deps all bench-sse bench-api bench-concurrency
+
 -include mk/*.mk
 
 clean:
