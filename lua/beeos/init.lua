@@ -374,6 +374,12 @@ local function accept(s, ev)
   return ev
 end
 
+-- How a stream may end before its first event and still be retried: the
+-- request never produced anything the caller saw.
+local RETRY_BEFORE_FIRST_EVENT = {
+  eof = true, stream_interrupted = true, connection_closed = true, response_interrupted = true,
+}
+
 -- Next batch of events, or nil at the end (reply or err then set).
 local function next_batch(s)
   while not s.finished do
@@ -383,7 +389,7 @@ local function next_batch(s)
     local call = s.call
     -- A stream that broke before its first event carried no reply: it is
     -- retried like a failed request.  One that delivered events never is.
-    if s.received == 0 and code ~= "cancelled" and code ~= "deadline" and code ~= "idle_timeout"
+    if s.received == 0 and RETRY_BEFORE_FIRST_EVENT[code or "eof"]
         and call.attempts <= call.max_retries
         and now_ms() + backoff_s(call.client, call.attempts) * 1000 < call.deadline_at then
       s.h:close()
@@ -416,23 +422,16 @@ end
 function Stream:events()
   local batch, i = nil, 0
   local function iter()
+    -- Once done or error arrived, nothing after it is shown.
+    if self.finished or self.closed then
+      self:close()
+      return nil
+    end
     while true do
       if batch then
         i = i + 1
         local ev = batch[i]
-        if ev then
-          if self.finished and (self.reply or self.err) and i > 1 and self.ended_at_batch == batch then
-            -- Events after done/error in the same batch are not shown.
-            return nil
-          end
-          ev = accept(self, ev)
-          if self.finished then self.ended_at_batch = batch end
-          return ev
-        end
-      end
-      if self.closed or self.finished then
-        self:close()
-        return nil
+        if ev then return accept(self, ev) end
       end
       batch, i = next_batch(self), 0
       if not batch then
@@ -445,10 +444,12 @@ function Stream:events()
 end
 
 function Stream:__close() self:close() end
-function Stream:__gc() self:close() end
+
+-- A finalizer must not wait (nor yield): the transfer is just closed.
+function Stream:__gc() self:close(true) end
 
 --- Idempotent.  Closing an unfinished stream closes its connection.
-function Stream:close()
+function Stream:close(no_drain)
   if self.closed then return end
   self.closed = true
   if not self.finished then
@@ -463,7 +464,7 @@ function Stream:close()
   if h then
     -- After done the body is all but read: let it finish so that the
     -- connection goes back to the pool instead of being closed.
-    if self.reply and h.t and not h.closed then
+    if self.reply and not no_drain and not h.closed then
       local deadline = now_ms() + 50
       while h.t:state() == "headers" and now_ms() < deadline do h:wait() end
     end
