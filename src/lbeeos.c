@@ -9,6 +9,7 @@
  * close, __gc and __close; every method checks liveness.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -19,6 +20,10 @@
 #include "evq.h"
 #include "fastjson.h"
 #include "sse.h"
+
+/* Retry values up to this are pushed as integers (so 5.4 shows 2500, not
+ * 2500.0); anything larger, which no server sends, as a number. */
+#define RETRY_INT_MAX 0x7fffffffL
 
 #define SSE_MT "beeos.sse_parser"
 #define ENGINE_MT "beeos.engine"
@@ -127,8 +132,11 @@ static int sse_new(lua_State *L) {
 
 static int push_sse_error(lua_State *L, lsse *s, sse_status st) {
     lua_pushnil(L);
-    if (st == SSE_ERR_TOO_LARGE)
-        lua_pushfstring(L, "%s (%d bytes)", sse_strerror(st), (int)s->parser.max_event);
+    if (st == SSE_ERR_TOO_LARGE) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s (%zu bytes)", sse_strerror(st), s->parser.max_event);
+        lua_pushstring(L, msg);
+    }
     else if (st == SSE_ERR_CALLBACK)
         lua_pushstring(L, sse_strerror(SSE_ERR_NOMEM)); /* the queue's only failure */
     else
@@ -170,8 +178,9 @@ static int sse_last_event_id_l(lua_State *L) {
 static int sse_retry_l(lua_State *L) {
     lsse *s = check_sse(L);
     uint64_t ms;
-    if (sse_retry(&s->parser, &ms)) lua_pushnumber(L, (lua_Number)ms);
-    else lua_pushnil(L);
+    if (!sse_retry(&s->parser, &ms)) lua_pushnil(L);
+    else if (ms <= (uint64_t)RETRY_INT_MAX) lua_pushinteger(L, (lua_Integer)ms);
+    else lua_pushnumber(L, (lua_Number)ms);
     return 1;
 }
 

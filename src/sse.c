@@ -197,6 +197,9 @@ static sse_status feed_lines(sse_parser *p, const char *s, size_t len,
             p->line.len = 0;
             bee_buf_trim(&p->line, SSE_KEEP_CAP);
         } else {
+            /* The same cap as on a line carried between chunks, so that
+             * the outcome does not depend on where the chunks were cut. */
+            if ((size_t)(end - s) > p->max_event) return fail(p, SSE_ERR_TOO_LARGE);
             st = process_line(p, s, (size_t)(end - s), sink, ud);
         }
         if (st != SSE_OK) return st;
@@ -219,8 +222,10 @@ static sse_status feed_lines(sse_parser *p, const char *s, size_t len,
 
 sse_status sse_feed(sse_parser *p, const char *bytes, size_t len,
                     sse_sink sink, void *ud) {
-    if (p->status != SSE_OK) return p->status;
+    /* Finished first: a feed after finish is a caller error even when the
+     * stream had already failed. */
     if (p->finished) return SSE_ERR_FINISHED;
+    if (p->status != SSE_OK) return p->status;
     /* One leading BOM is ignored; its bytes may arrive in separate chunks. */
     while (p->bom_pending >= 0 && len > 0) {
         if (*bytes == BOM[p->bom_pending]) {
@@ -249,7 +254,8 @@ sse_status sse_finish(sse_parser *p, int *pending) {
     p->line.len = 0;
     p->data.len = 0;
     p->type.len = 0;
-    p->in_event = 0;
+    /* Kept, so that a second finish reports the same cut. */
+    p->in_event = cut;
     p->finished = 1;
     return p->status;
 }
