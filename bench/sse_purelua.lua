@@ -104,11 +104,11 @@ function Parser:finish()
   return clean
 end
 
-local function run(chunks)
+local function run(next_chunk)
   local p = new()
   local events, data_bytes, touch = 0, 0, 0
-  for i = 1, #chunks do
-    local evs = p:feed(chunks[i])
+  for chunk in next_chunk do
+    local evs = p:feed(chunk)
     for j = 1, #evs do
       local ev = evs[j]
       events = events + 1
@@ -125,7 +125,9 @@ local function check(path)
   local f = assert(io.open(path, "rb"))
   local s = f:read(1024 * 1024)
   f:close()
-  s = s:sub(1, (s:find("\n\n[^\n]*$") or #s - 1) + 1) -- whole events only
+  local cut = #s -- keep whole events only
+  while cut > 1 and s:sub(cut - 1, cut) ~= "\n\n" do cut = cut - 1 end
+  s = s:sub(1, cut)
   local function all(parser, text, step)
     local evs = {}
     for i = 1, #text, step do

@@ -459,6 +459,16 @@ describe("beeos-mock", function()
       assert.equals("1", r.headers["retry-after"])
     end)
 
+    it("mock_should_retry adds an x-should-retry header", function()
+      local r = call { agent = "status", body = body_with { mock_status = "400", mock_should_retry = "true" } }
+      assert.equals(400, r.status)
+      assert.equals("true", r.headers["x-should-retry"])
+      r = call { agent = "fail-then-ok", body = body_with { mock_should_retry = "false" } }
+      assert.equals(503, r.status)
+      assert.equals("false", r.headers["x-should-retry"])
+      assert.is_nil(call { agent = "status" }.headers["x-should-retry"])
+    end)
+
     it("reset forgets attempt counts", function()
       local b = { message = "m", idempotency_key = "again" }
       assert.equals(503, call { agent = "unavailable", body = b }.status)
@@ -663,6 +673,48 @@ describe("beeos-mock", function()
       assert.equals(502, r.status)
       assert.equals("text/html", r.headers["content-type"])
       assert.matches("<html>", r.body)
+    end)
+
+    it("mock_extra: extra fields in the JSON reply, the deltas and done", function()
+      local meta = { mock_extra = '{"usage":{"tokens":3},"content":"not me"}' }
+      local r = call { body = body_with(meta) }
+      local obj = json.decode(r.body)
+      assert.equals(3, obj.usage.tokens)
+      assert.equals("echo: hello", obj.content) -- existing fields are not replaced
+      local events = sse(call { stream = true, body = body_with(meta) }.body)
+      for _, e in ipairs(events) do assert.equals(3, json.decode(e.data).usage.tokens) end
+      assert.equals("echo: hello", delta_text(events))
+      -- Not an object: ignored.
+      obj = json.decode(call { body = body_with { mock_extra = "[1,2]" } }.body)
+      assert.is_nil(obj[1])
+      assert.equals("echo: hello", obj.content)
+    end)
+
+    it("leaky: echoes the bearer token in each mock_leak_as place", function()
+      local r = call { agent = "leaky" }
+      assert.equals(401, r.status)
+      local e = json.decode(r.body).error
+      assert.equals("unauthorized", e.code)
+      assert.equals("invalid bearer token: Bearer " .. TOKEN, e.message)
+      r = call { agent = "leaky", body = body_with { mock_status = "503", mock_pad = "3", mock_retry_after = "0" } }
+      assert.equals(503, r.status)
+      assert.equals("0", r.headers["retry-after"])
+      assert.equals("xxxinvalid bearer token: Bearer " .. TOKEN, json.decode(r.body).error.message)
+      r = call { agent = "leaky", body = body_with { mock_leak_as = "html" } }
+      assert.equals("text/html", r.headers["content-type"])
+      assert.matches(TOKEN, r.body, 1, true)
+      r = call { agent = "leaky", body = body_with { mock_leak_as = "code", mock_status = "500" } }
+      assert.equals(500, r.status)
+      assert.equals(TOKEN, json.decode(r.body).error.code)
+      r = call { agent = "leaky", body = body_with { mock_leak_as = "location" } }
+      assert.equals(302, r.status)
+      assert.equals("https://elsewhere.invalid/login?token=" .. TOKEN, r.headers["location"])
+      local events = sse(call { agent = "leaky", stream = true, body = body_with { mock_leak_as = "event" } }.body)
+      assert.equals("delta", events[1].event)
+      assert.equals("error", events[2].event)
+      e = json.decode(events[2].data).error
+      assert.equals("auth_" .. TOKEN, e.code)
+      assert.equals("token " .. TOKEN .. " expired", e.message)
     end)
 
     it("redirect: 302 with Location and no body", function()

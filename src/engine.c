@@ -622,6 +622,7 @@ size_t engine_take_ready(bee_engine *e, uint64_t *ids, size_t max) {
 uint64_t bee_transfer_id(const bee_transfer *t) { return t->id; }
 bee_state bee_transfer_state(const bee_transfer *t) { return t->state; }
 long bee_transfer_status(const bee_transfer *t) { return t->status; }
+int bee_transfer_head_done(const bee_transfer *t) { return t->head_done; }
 int bee_transfer_is_sse(const bee_transfer *t) { return t->is_sse; }
 int bee_transfer_sse_cut(const bee_transfer *t) { return t->sse_cut; }
 uint64_t bee_transfer_bytes_received(const bee_transfer *t) { return t->bytes; }

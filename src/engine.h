@@ -82,6 +82,10 @@ size_t engine_take_ready(bee_engine *e, uint64_t *ids, size_t max);
 uint64_t bee_transfer_id(const bee_transfer *t);
 bee_state bee_transfer_state(const bee_transfer *t);
 long bee_transfer_status(const bee_transfer *t);
+/* 1 once the final response head was complete, even if the transfer failed
+ * afterwards (within the same step, say): the caller then knows a response
+ * came, with its status and headers. */
+int bee_transfer_head_done(const bee_transfer *t);
 /* Raw response header lines of the final response, each ending in "\n". */
 const char *bee_transfer_headers(const bee_transfer *t, size_t *len);
 /* The non-SSE body received so far. */

@@ -38,7 +38,9 @@
 static void push_events(lua_State *L, evq *q, int max) {
     sse_event ev;
     int n = 0;
-    lua_createtable(L, q->count < 64 ? (int)q->count : 64, 0);
+    size_t want = max > 0 && (size_t)max < q->count ? (size_t)max : q->count;
+    /* Created at its final size: growing it would reallocate per chunk. */
+    lua_createtable(L, want < 100000 ? (int)want : 100000, 0);
     while ((max <= 0 || n < max) && evq_peek(q, &ev)) {
         if (ev.kind == SSE_KIND_COMMENT) {
             lua_createtable(L, 0, 1);
@@ -474,6 +476,11 @@ static int transfer_status_l(lua_State *L) {
     return 1;
 }
 
+static int transfer_head_done_l(lua_State *L) {
+    lua_pushboolean(L, bee_transfer_head_done(check_transfer(L)));
+    return 1;
+}
+
 static int transfer_headers_l(lua_State *L) {
     size_t len;
     const char *h = bee_transfer_headers(check_transfer(L), &len);
@@ -565,6 +572,7 @@ static const luaL_Reg transfer_methods[] = {
     {"state", transfer_state_l},
     {"status", transfer_status_l},
     {"headers", transfer_headers_l},
+    {"head_done", transfer_head_done_l},
     {"body", transfer_body_l},
     {"is_sse", transfer_is_sse_l},
     {"events", transfer_events_l},

@@ -35,13 +35,21 @@ local TRANSPORT = {
   cancelled = { "stream", false },
 }
 
+-- error -> the secret it must never show.  Weak keys, and not a field, so
+-- that inspecting or serialising an error does not reveal the token either.
+local secret_of = setmetatable({}, { __mode = "k" })
+
 function Error:__tostring()
-  local parts = { "beeos ", self.kind, " error" }
-  if self.status then parts[#parts + 1] = " (HTTP " .. self.status .. ")" end
+  local parts = { "beeos ", tostring(self.kind), " error" }
+  if self.status then parts[#parts + 1] = " (HTTP " .. tostring(self.status) .. ")" end
   parts[#parts + 1] = " [" .. tostring(self.code) .. "]: " .. tostring(self.message)
-  if self.request_id then parts[#parts + 1] = " request_id=" .. self.request_id end
-  if self.attempts and self.attempts > 1 then parts[#parts + 1] = " after " .. self.attempts .. " attempts" end
-  return table.concat(parts)
+  if self.request_id then parts[#parts + 1] = " request_id=" .. tostring(self.request_id) end
+  if type(self.attempts) == "number" and self.attempts > 1 then
+    parts[#parts + 1] = " after " .. self.attempts .. " attempts"
+  end
+  -- Fields set after creation (request_id, code) may hold what the server
+  -- echoed: scrub the whole line.
+  return _M.redact(table.concat(parts), secret_of[self])
 end
 
 --- Replaces every occurrence of secret in s.
@@ -60,21 +68,38 @@ function _M.redact(s, secret)
 end
 
 --- fields: kind, code, message and the optional ones; secret: the token to
--- scrub from the message.
+-- scrub from every string field (message, code, location, request_id...: a
+-- server may echo the token anywhere) and from tostring(err).
 function _M.new(fields, secret)
-  fields.message = _M.redact(fields.message or fields.code, secret)
+  fields.message = fields.message or fields.code
+  if type(secret) == "string" and secret ~= "" then
+    for k, v in pairs(fields) do
+      if type(v) == "string" then fields[k] = _M.redact(v, secret) end
+    end
+  end
   if fields.retryable == nil then fields.retryable = false end
-  return setmetatable(fields, Error)
+  local err = setmetatable(fields, Error)
+  if type(secret) == "string" and secret ~= "" then secret_of[err] = secret end
+  return err
 end
 
 function _M.is(v)
   return getmetatable(v) == Error
 end
 
+-- Clearer words than libcurl's for the limits the SDK itself enforces
+-- (libcurl reports them as "Failed writing received data").
+local LIMIT_MESSAGES = {
+  event_too_large = "an event of the stream is larger than the max_event option allows",
+  body_too_large = "the response body is larger than the max_body option allows",
+  headers_too_large = "the response headers are larger than 64 KiB",
+}
+
 --- An error from the transfer engine's code and message.
 function _M.from_transport(code, message, secret)
   local t = TRANSPORT[code] or { "connection", false }
-  return _M.new({ kind = t[1], code = code, message = message, retryable = t[2] }, secret)
+  return _M.new({ kind = t[1], code = code, message = LIMIT_MESSAGES[code] or message,
+                  retryable = t[2] }, secret)
 end
 
 --- Whether an engine code means "no response was received".

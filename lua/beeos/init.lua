@@ -127,7 +127,8 @@ end
 -- variables BEEOS_BASE_URL, BEEOS_API_KEY), and the tuning options of
 -- README "Client options".
 function _M.new(opts)
-  return checked(build_client, opts)
+  local c = checked(build_client, opts) -- not a tail call: `checked` counts levels
+  return c
 end
 
 function Client:__tostring()
@@ -217,7 +218,8 @@ local function http_error(c, status, headers, body)
   return errors.new({
     kind = "http", status = status,
     code = code or protocol.STATUS_CODES[status] or (status >= 500 and "server_error" or "http_error"),
-    message = message or body_snippet(body) or ("HTTP " .. status),
+    -- Redacted before the snippet is cut, so no prefix of the token survives.
+    message = message or body_snippet(errors.redact(body, c.token)) or ("HTTP " .. status),
     request_id = headers[protocol.REQUEST_ID_HEADER],
     retryable = retryable,
     retry_after = protocol.retry_after(headers),
@@ -407,7 +409,7 @@ local function next_batch(s)
       else
         err = errors.new({ kind = "stream", code = "stream_interrupted",
           message = s.h:cut() and "the stream was cut inside an event, before its done event"
-            or "the stream ended before its done event" })
+            or "the stream ended before its done event" }, call.client.token)
       end
       err.status = s.status
       stream_error(s, err)
@@ -456,7 +458,8 @@ function Stream:close(no_drain)
     self.finished = true
     if not self.err and not self.reply then
       self.err = decorate(self.call, errors.new({ kind = "stream", code = "cancelled",
-        message = "the stream was closed before its done event", status = self.status }))
+        message = "the stream was closed before its done event", status = self.status },
+        self.call.client.token))
       self.err.text = self.text
     end
   end
@@ -490,14 +493,15 @@ end
 --- Streams the reply.  Returns once the response headers are in: HTTP
 -- errors (after retries) come back here as nil, err.
 function Agent:stream(message, opts)
-  return open_stream(self, message, opts, 2)
+  local s, err = open_stream(self, message, opts, 2) -- not a tail call: levels count
+  return s, err
 end
 
---- Sends a message and returns the whole reply.  With opts.on_delta it
--- streams underneath and calls on_delta(text, ev) for each delta.
-function Agent:send(message, opts)
+-- caller_level: as for open_stream (2: the caller of the public function
+-- that calls this one raises validation errors).
+local function send(agent, message, opts, caller_level)
   if type(opts) == "table" and opts.on_delta ~= nil then
-    local s, err = open_stream(self, message, opts, 2)
+    local s, err = open_stream(agent, message, opts, caller_level + 1)
     if not s then return nil, err end
     local on_delta = s.call.on_delta
     for ev in s:events() do
@@ -506,12 +510,19 @@ function Agent:send(message, opts)
     if s.reply then return s.reply end
     return nil, s.err
   end
-  local ok, call = pcall(prepare, self, message, opts, protocol.ACCEPT_JSON)
-  if not ok then error(call, 2) end
+  local ok, call = pcall(prepare, agent, message, opts, protocol.ACCEPT_JSON)
+  if not ok then error(call, caller_level + 1) end
   local reply, err = with_retries(call, "sync")
   if not reply then return nil, err end
   reply.idempotency_key, reply.attempts = call.key, call.attempts
   return reply
+end
+
+--- Sends a message and returns the whole reply.  With opts.on_delta it
+-- streams underneath and calls on_delta(text, ev) for each delta.
+function Agent:send(message, opts)
+  local reply, err = send(self, message, opts, 2)
+  return reply, err
 end
 
 --- A conversation carries the context id from each reply into the next
@@ -532,7 +543,7 @@ local function with_context(conv, opts)
 end
 
 function Conversation:send(message, opts)
-  local reply, err = self.agent:send(message, with_context(self, opts))
+  local reply, err = send(self.agent, message, with_context(self, opts), 2)
   if reply and reply.context_id then self.context_id = reply.context_id end
   return reply, err
 end

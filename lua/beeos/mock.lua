@@ -412,13 +412,33 @@ local function knob_num(ctx, name, default)
   return v
 end
 
+-- The mock_extra knob: a JSON object whose fields are added to reply objects
+-- and deltas (fields a future server might send).  Anything else: none.
+local function extra_fields(ctx)
+  local v = knob(ctx, "extra", nil)
+  if v == nil then return nil end
+  local ok, t = pcall(json.decode, v)
+  if ok and type(t) == "table" and next(t) ~= nil and #t == 0 then return t end
+  return nil
+end
+
+local function with_extra(ctx, obj)
+  local extra = extra_fields(ctx)
+  if extra then
+    for k, v in pairs(extra) do
+      if obj[k] == nil then obj[k] = v end
+    end
+  end
+  return obj
+end
+
 local function reply_object(self, ctx, text)
-  return {
+  return with_extra(ctx, {
     message_id = "msg_" .. next_id(self, "msg"),
     in_reply_to = ctx.key,
     context_id = ctx.context_id,
     content = text,
-  }
+  })
 end
 
 local function echo_text(ctx)
@@ -447,7 +467,7 @@ local function reply(self, c, ctx, text, o)
       if interval > 0 then sleep(c, interval) end
       if o.between then o.between(S, i) end
     end
-    S:event("delta", { text = piece }, true)
+    S:event("delta", with_extra(ctx, { text = piece }), true)
   end
   if not o.no_done then S:event("done", reply_object(self, ctx, text)) end
   S:finish()
@@ -469,6 +489,8 @@ local function retry_headers(ctx, default_after)
   if after then h[#h + 1] = { "Retry-After", tostring(after) } end
   local after_ms = knob(ctx, "retry_after_ms", nil)
   if after_ms then h[#h + 1] = { "retry-after-ms", tostring(after_ms) } end
+  local should = knob(ctx, "should_retry", nil)
+  if should then h[#h + 1] = { "x-should-retry", tostring(should) } end
   return h
 end
 
@@ -672,6 +694,32 @@ end
 AGENTS["huge-body"] = function(self, c, ctx)
   local text = huge_text(knob_num(ctx, "size", 10 * 1024 * 1024))
   return reply(self, c, ctx, text, { chunk = 65536, interval = 0 })
+end
+
+-- Echoes the request's credentials back, as a careless server or proxy might,
+-- to check that the client never shows them.  mock_leak_as picks where.
+AGENTS["leaky"] = function(self, c, ctx)
+  local auth = ctx.req.headers["authorization"] or ""
+  local secret = auth:match("^%S+%s+(.-)%s*$") or auth
+  local pad = string.rep("x", math.floor(knob_num(ctx, "pad", 0)))
+  local st = math.floor(knob_num(ctx, "status", 401))
+  local as = knob(ctx, "leak_as", "json")
+  if as == "html" then
+    return respond(c, ctx.req, st, { { "Content-Type", "text/html" } },
+                   "<html><body><p>" .. pad .. secret .. " is not a valid token</p></body></html>")
+  elseif as == "code" then
+    return send_error(c, ctx.req, st, secret, "mock leak in the code", retry_headers(ctx, nil))
+  elseif as == "location" then
+    return respond(c, ctx.req, 302, { { "Location", "https://elsewhere.invalid/login?token=" .. secret } }, "")
+  elseif as == "event" and ctx.stream then
+    local S = open_stream(self, c, ctx)
+    S:event("delta", { text = "partial" }, true)
+    S:event("error", { error = { code = "auth_" .. secret, message = pad .. "token " .. secret .. " expired" } })
+    S:finish()
+    return ctx.req.keep_alive
+  end
+  return send_error(c, ctx.req, st, knob(ctx, "code", code_for(st)),
+                    pad .. "invalid bearer token: " .. auth, retry_headers(ctx, nil))
 end
 
 AGENTS["redirect"] = function(self, c, ctx)

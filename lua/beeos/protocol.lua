@@ -39,9 +39,16 @@ local function argerror(msg)
 end
 _M.argerror = argerror
 
---- Percent-encodes every byte outside RFC 3986's unreserved set.
+local function pct(c) return string.format("%%%02X", c:byte()) end
+
+--- Percent-encodes every byte outside RFC 3986's unreserved set (spelled out:
+-- %w would follow the C locale).  A segment that is "." or ".." has its dots
+-- encoded too: as they are they would be dot-segments, which URL
+-- normalisation (libcurl's included) removes, sending the request elsewhere.
 function _M.encode_path_segment(s)
-  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+  local out = s:gsub("[^A-Za-z0-9%-%._~]", pct)
+  if out == "." or out == ".." then out = out:gsub("%.", pct) end
+  return out
 end
 
 function _M.message_path(template, agent_id)
@@ -53,10 +60,33 @@ local function is_integer(v)
   return type(v) == "number" and v == math.floor(v) and v > -math.huge and v < math.huge
 end
 
+--- Characters of a UTF-8 string; a byte that is not part of a valid UTF-8
+-- sequence counts as one.  (No utf8 library: this runs on Lua 5.1 too.)
+local function char_count(s)
+  local n, i, len = 0, 1, #s
+  while i <= len do
+    local b = s:byte(i)
+    local extra = (b >= 0xF0 and b <= 0xF4 and 3) or (b >= 0xE0 and b <= 0xEF and 2)
+      or (b >= 0xC2 and b <= 0xDF and 1) or 0
+    local ok = i + extra <= len
+    for j = i + 1, i + extra do
+      local c = ok and s:byte(j)
+      if not c or c < 0x80 or c > 0xBF then ok = false end
+    end
+    i = i + (ok and extra or 0) + 1
+    n = n + 1
+  end
+  return n
+end
+_M.char_count = char_count
+
+--- Agent ids are 1 to 128 characters (**assumption**: Unicode characters of
+-- the UTF-8 id, not bytes).
 function _M.check_agent_id(agent_id)
-  if type(agent_id) ~= "string" or #agent_id < 1 or #agent_id > _M.MAX_AGENT_ID then
+  local n = type(agent_id) == "string" and char_count(agent_id)
+  if not n or n < 1 or n > _M.MAX_AGENT_ID then
     argerror("agent id must be a string of 1 to 128 characters, got " ..
-      (type(agent_id) == "string" and (#agent_id .. " characters") or type(agent_id)))
+      (n and (n .. " characters") or type(agent_id)))
   end
 end
 

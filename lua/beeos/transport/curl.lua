@@ -3,7 +3,7 @@
 -- the methods below, so an OpenResty cosocket transport can stand in.
 --
 --   transport:request(spec) -> handle | nil, code, message
---   handle:wait_head() -> true | nil, code, message
+--   handle:wait_head() -> true (a response head is in) | nil, code, message
 --   handle:status(), handle:headers() (raw lines), handle:is_sse()
 --   handle:read_body() -> body | nil, code, message
 --   handle:next_events() -> non-empty list of events | nil at the end
@@ -76,11 +76,12 @@ function Handle:wait()
   end
 end
 
+--- True once a response head is in, even when the transfer failed right
+-- after it (the failure then shows in read_body / next_events / failure).
 function Handle:wait_head()
   while not self.closed do
-    local st = self.t:state()
-    if st == "headers" or st == "done" then return true end
-    if st == "failed" then return nil, self.t:error() end
+    if self.t:head_done() then return true end
+    if self.t:state() == "failed" then return nil, self.t:error() end
     self:wait()
   end
   return nil, "cancelled", "the request was closed"
