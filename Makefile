@@ -35,7 +35,7 @@ CORE51 = $(BUILD)/lua5.1/beeos/core.so
 
 # Debian packages `make test` and `make demo` need; installed when missing.
 DEB_PACKAGES = gcc make pkg-config python3 openssl lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit2 \
-	libluajit2-5.1-dev lua-cjson lua-busted lua-socket lua-luv libcurl4-openssl-dev curl luarocks
+	libluajit2-5.1-dev lua-cjson lua-busted lua-socket lua-luv lua-check libcurl4-openssl-dev curl luarocks
 DEB_SANITIZE = clang valgrind libclang-rt-14-dev
 
 .PHONY: all lua51 deps deps-sanitize test ctest specs demo sanitize fuzz bench install \

@@ -60,6 +60,15 @@ run_busted lua5.4
 run_busted lua5.1-sse --run=lua51
 run_busted luajit-sse --run=luajit
 
+# Lint: luacheck over the shipped Lua (.luacheckrc): no globals, no unused
+# variables.
+log="$logs/luacheck.log"
+if luacheck --no-color lua/ examples/ bin/beeos-mock >"$log" 2>&1; then
+    record "luacheck" 1 0 "$log"
+else
+    record "luacheck" 0 1 "$log"
+fi
+
 # The rockspec: luarocks lint, luarocks make into a scratch tree, require.
 log="$logs/rock-check.log"
 if sh tools/rock-check.sh >"$log" 2>&1; then

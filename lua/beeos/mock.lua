@@ -979,12 +979,12 @@ function Server:accept_all()
     sock:setoption("tcp-nodelay", true) -- small deltas should leave at once
     local c = { sock = sock, id = next_id(self, "conn"), buf = "", wait_read = false, wait_write = false }
     c.co = coroutine.create(function()
-      local ok, err = pcall(serve_conn, self, c)
+      local ok, conn_err = pcall(serve_conn, self, c)
       if not ok then
-        if err == PEER_CLOSED then
+        if conn_err == PEER_CLOSED then
           if c.in_response then self.stats.client_closed = self.stats.client_closed + 1 end
-        elseif err ~= CLOSE_NOW then
-          log(self, "beeos-mock: error on connection " .. c.id .. ": " .. tostring(err))
+        elseif conn_err ~= CLOSE_NOW then
+          log(self, "beeos-mock: error on connection " .. c.id .. ": " .. tostring(conn_err))
         end
       end
     end)

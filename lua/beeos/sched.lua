@@ -270,8 +270,6 @@ function Task:cancel()
   return true
 end
 
-function Task:status_name() return self.status end
-
 --- Runs the given tasks (a list, or several arguments) to completion and
 -- returns two lists in argument order: each task's first result, and each
 -- one's error (its second result, or the error it raised).
