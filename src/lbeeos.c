@@ -32,14 +32,27 @@
 /* ------------------------------------------------------------------ */
 /* Shared helpers                                                       */
 
-/* Moves every queued event into a new array table on the stack.  An event
- * is popped only after its table is stored, so a memory error raised by
- * Lua midway loses nothing: the rest stays queued for the next call. */
+/* Moves queued events (at most max; all when max <= 0) into a new array
+ * table on the stack.  An event is popped only after its table is stored,
+ * so a memory error raised by Lua midway loses nothing: the rest stays
+ * queued for the next call.
+ *
+ * This is the per-event cost floor of the table API, so it does nothing
+ * else: the array is made at its final size, the three keys are pushed once
+ * and set with lua_rawset, and a type equal to the previous event's (nearly
+ * always) reuses that Lua string instead of interning it again. */
 static void push_events(lua_State *L, evq *q, int max) {
     sse_event ev;
-    int n = 0;
+    int n = 0, base;
     size_t want = max > 0 && (size_t)max < q->count ? (size_t)max : q->count;
-    /* Created at its final size: growing it would reallocate per chunk. */
+    const char *last_type = NULL;
+    size_t last_type_len = 0;
+    luaL_checkstack(L, 8, "push_events");
+    base = lua_gettop(L);
+    lua_pushliteral(L, "type"); /* base + 1 */
+    lua_pushliteral(L, "data"); /* base + 2 */
+    lua_pushliteral(L, "id");   /* base + 3 */
+    lua_pushnil(L);             /* base + 4: the last type string pushed */
     lua_createtable(L, want < 100000 ? (int)want : 100000, 0);
     while ((max <= 0 || n < max) && evq_peek(q, &ev)) {
         if (ev.kind == SSE_KIND_COMMENT) {
@@ -48,16 +61,27 @@ static void push_events(lua_State *L, evq *q, int max) {
             lua_setfield(L, -2, "comment");
         } else {
             lua_createtable(L, 0, 3);
-            lua_pushlstring(L, ev.type, ev.type_len);
-            lua_setfield(L, -2, "type");
+            lua_pushvalue(L, base + 1);
+            if (!last_type || ev.type_len != last_type_len ||
+                memcmp(ev.type, last_type, last_type_len) != 0) {
+                lua_pushlstring(L, ev.type, ev.type_len);
+                lua_replace(L, base + 4);
+                last_type = lua_tolstring(L, base + 4, &last_type_len);
+            }
+            lua_pushvalue(L, base + 4);
+            lua_rawset(L, -3);
+            lua_pushvalue(L, base + 2);
             lua_pushlstring(L, ev.data, ev.data_len);
-            lua_setfield(L, -2, "data");
+            lua_rawset(L, -3);
+            lua_pushvalue(L, base + 3);
             lua_pushlstring(L, ev.id, ev.id_len);
-            lua_setfield(L, -2, "id");
+            lua_rawset(L, -3);
         }
         lua_rawseti(L, -2, ++n);
         evq_pop(q);
     }
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
 }
 
 static size_t opt_size_field(lua_State *L, int t, const char *name, size_t def) {
