@@ -28,6 +28,7 @@
 #define SSE_MT "beeos.sse_parser"
 #define ENGINE_MT "beeos.engine"
 #define TRANSFER_MT "beeos.transfer"
+#define BUFFER_MT "beeos.buffer"
 
 /* ------------------------------------------------------------------ */
 /* Shared helpers                                                       */
@@ -41,7 +42,33 @@
  * else: the array is made at its final size, the three keys are pushed once
  * and set with lua_rawset, and a type equal to the previous event's (nearly
  * always) reuses that Lua string instead of interning it again. */
-static void push_events(lua_State *L, evq *q, int max) {
+typedef struct {
+    const char *type;  /* events of this type ... */
+    size_t type_len;
+    const char *key;   /* ... get field `text` from this JSON string member */
+    size_t key_len;
+    bee_buf *scratch;  /* owned by the caller's userdata: no leak on error */
+} text_rule;
+
+/* Pushes the value of the object's only member `key` when the data has
+ * that exact shape (see fastjson.h), else nothing.  Returns 1 if pushed. */
+static int push_string_member(lua_State *L, const char *s, size_t n, const char *key,
+                              size_t key_len, bee_buf *scratch) {
+    const char *direct = NULL;
+    size_t direct_len = 0;
+    switch (fastjson_single_string(s, n, key, key_len, &direct, &direct_len, scratch)) {
+    case FJ_DIRECT:
+        lua_pushlstring(L, direct, direct_len);
+        return 1;
+    case FJ_DECODED:
+        lua_pushlstring(L, scratch->ptr, scratch->len);
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void push_events(lua_State *L, evq *q, int max, const text_rule *rule) {
     sse_event ev;
     int n = 0, base;
     size_t want = max > 0 && (size_t)max < q->count ? (size_t)max : q->count;
@@ -76,6 +103,11 @@ static void push_events(lua_State *L, evq *q, int max) {
             lua_pushvalue(L, base + 3);
             lua_pushlstring(L, ev.id, ev.id_len);
             lua_rawset(L, -3);
+            if (rule && ev.type_len == rule->type_len &&
+                memcmp(ev.type, rule->type, rule->type_len) == 0 &&
+                push_string_member(L, ev.data, ev.data_len, rule->key, rule->key_len,
+                                   rule->scratch))
+                lua_setfield(L, -2, "text");
         }
         lua_rawseti(L, -2, ++n);
         evq_pop(q);
@@ -167,7 +199,7 @@ static int push_sse_error(lua_State *L, lsse *s, sse_status st) {
         lua_pushstring(L, sse_strerror(SSE_ERR_NOMEM)); /* the queue's only failure */
     else
         lua_pushstring(L, sse_strerror(st));
-    push_events(L, &s->queue, 0);
+    push_events(L, &s->queue, 0, NULL);
     return 3;
 }
 
@@ -179,7 +211,7 @@ static int sse_feed_l(lua_State *L) {
     sse_status st = sse_feed(&s->parser, bytes, len, evq_sink, &s->queue);
     if (st == SSE_ERR_FINISHED) return luaL_error(L, "feed after finish");
     if (st != SSE_OK) return push_sse_error(L, s, st);
-    push_events(L, &s->queue, 0);
+    push_events(L, &s->queue, 0, NULL);
     return 1;
 }
 
@@ -250,6 +282,7 @@ typedef struct {
 
 typedef struct {
     bee_transfer *t; /* NULL once closed, or when its engine was closed */
+    bee_buf scratch; /* unescaped JSON strings of events() */
 } ltransfer;
 
 static lengine *check_engine(lua_State *L, int idx) {
@@ -346,7 +379,7 @@ static int engine_start_l(lua_State *L) {
     rq.nheaders = nheaders;
 
     lt = (ltransfer *)lua_newuserdata(L, sizeof *lt);
-    lt->t = NULL;
+    memset(lt, 0, sizeof *lt);
     luaL_getmetatable(L, TRANSFER_MT);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, 1); /* the transfer keeps its engine alive */
@@ -486,6 +519,7 @@ static int transfer_close_l(lua_State *L) {
         lt->t = NULL;
         bee_transfer_free(t);
     }
+    bee_buf_free(&lt->scratch);
     return 0;
 }
 
@@ -524,11 +558,22 @@ static int transfer_is_sse_l(lua_State *L) {
     return 1;
 }
 
-/* t:events([max]) -> array of {type, data, id} (or {comment}) */
+/* t:events([max [, text_type, text_key]]) -> array of {type, data, id}
+ * (or {comment}).  With text_type and text_key, events of that type whose
+ * data is exactly {"<text_key>": "<string>"} also get field `text`: the
+ * caller's protocol names the type and key, C only saves the decode. */
 static int transfer_events_l(lua_State *L) {
+    ltransfer *lt = (ltransfer *)luaL_checkudata(L, 1, TRANSFER_MT);
     bee_transfer *t = check_transfer(L);
     int max = (int)luaL_optinteger(L, 2, 0);
-    push_events(L, bee_transfer_events(t), max);
+    text_rule rule;
+    int with_rule = !lua_isnoneornil(L, 3);
+    if (with_rule) {
+        rule.type = luaL_checklstring(L, 3, &rule.type_len);
+        rule.key = luaL_checklstring(L, 4, &rule.key_len);
+        rule.scratch = &lt->scratch;
+    }
+    push_events(L, bee_transfer_events(t), max, with_rule ? &rule : NULL);
     bee_transfer_events_taken(t);
     return 1;
 }
@@ -611,6 +656,78 @@ static const luaL_Reg transfer_methods[] = {
     {NULL, NULL}};
 
 /* ------------------------------------------------------------------ */
+/* Byte buffer: text kept outside the Lua heap                          */
+
+/* A stream's accumulated text lives here rather than in Lua strings: a
+ * large live Lua heap makes the collector run rarely, and the short
+ * strings of every event then pile up in the string table. */
+typedef struct {
+    int live;
+    bee_buf buf;
+} lbuffer;
+
+static lbuffer *new_buffer(lua_State *L) {
+    lbuffer *b = (lbuffer *)lua_newuserdata(L, sizeof *b);
+    memset(b, 0, sizeof *b);
+    luaL_getmetatable(L, BUFFER_MT);
+    lua_setmetatable(L, -2);
+    b->live = 1;
+    return b;
+}
+
+static lbuffer *check_buffer(lua_State *L) {
+    lbuffer *b = (lbuffer *)luaL_checkudata(L, 1, BUFFER_MT);
+    if (!b->live) luaL_error(L, "attempt to use a closed buffer");
+    return b;
+}
+
+static int buffer_new_l(lua_State *L) {
+    new_buffer(L);
+    return 1;
+}
+
+static int buffer_append_l(lua_State *L) {
+    lbuffer *b = check_buffer(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    if (bee_buf_append(&b->buf, s, len)) return luaL_error(L, "out of memory");
+    return 0;
+}
+
+static int buffer_tostring_l(lua_State *L) {
+    lbuffer *b = check_buffer(L);
+    lua_pushlstring(L, b->buf.len ? b->buf.ptr : "", b->buf.len);
+    return 1;
+}
+
+static int buffer_len_l(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)check_buffer(L)->buf.len);
+    return 1;
+}
+
+static int buffer_close_l(lua_State *L) {
+    lbuffer *b = (lbuffer *)luaL_checkudata(L, 1, BUFFER_MT);
+    if (b->live) {
+        b->live = 0;
+        bee_buf_free(&b->buf);
+    }
+    return 0;
+}
+
+static int buffer_name_l(lua_State *L) {
+    lbuffer *b = (lbuffer *)luaL_checkudata(L, 1, BUFFER_MT);
+    lua_pushfstring(L, "beeos.buffer (%s)", b->live ? "open" : "closed");
+    return 1;
+}
+
+static const luaL_Reg buffer_methods[] = {
+    {"append", buffer_append_l},
+    {"tostring", buffer_tostring_l},
+    {"len", buffer_len_l},
+    {"close", buffer_close_l},
+    {NULL, NULL}};
+
+/* ------------------------------------------------------------------ */
 /* Small utilities                                                      */
 
 static int now_ms_l(lua_State *L) {
@@ -628,30 +745,12 @@ static int sleep_ms_l(lua_State *L) {
  * object's only member when it is that key and a string; nil means "decode
  * it properly". */
 static int json_string_member_l(lua_State *L) {
-    size_t n, key_len, direct_len = 0;
-    const char *s = luaL_checklstring(L, 1, &n);
+    size_t n, key_len;
+    const char *str = luaL_checklstring(L, 1, &n);
     const char *key = luaL_checklstring(L, 2, &key_len);
-    const char *direct = NULL;
-    bee_buf out = {NULL, 0, 0};
-    switch (fastjson_single_string(s, n, key, key_len, &direct, &direct_len, &out)) {
-    case FJ_DIRECT:
-        lua_pushlstring(L, direct, direct_len);
-        return 1;
-    case FJ_DECODED: {
-        /* Copy into a Lua buffer before pushing so that a memory error in
-         * lua_pushlstring cannot leak out's malloc'd bytes. */
-        char *copy = (char *)lua_newuserdata(L, out.len ? out.len : 1);
-        size_t len = out.len;
-        memcpy(copy, out.ptr, len);
-        bee_buf_free(&out);
-        lua_pushlstring(L, copy, len);
-        return 1;
-    }
-    default:
-        bee_buf_free(&out);
-        lua_pushnil(L);
-        return 1;
-    }
+    lbuffer *b = new_buffer(L); /* scratch owned by Lua: no leak on error */
+    if (!push_string_member(L, str, n, key, key_len, &b->buf)) lua_pushnil(L);
+    return 1;
 }
 
 /* core.uuid4() -> a random (version 4) UUID string.  Kernel randomness,
@@ -693,6 +792,7 @@ static const luaL_Reg core_functions[] = {
     {"now_ms", now_ms_l},
     {"sleep_ms", sleep_ms_l},
     {"json_string_member", json_string_member_l},
+    {"buffer", buffer_new_l},
     {"curl_version", curl_version_l},
     {"uuid4", uuid4_l},
     {NULL, NULL}};
@@ -704,6 +804,7 @@ int luaopen_beeos_core(lua_State *L) {
     new_class(L, SSE_MT, sse_methods, sse_close, sse_tostring);
     new_class(L, ENGINE_MT, engine_methods, engine_close_l, engine_tostring);
     new_class(L, TRANSFER_MT, transfer_methods, transfer_close_l, transfer_tostring);
+    new_class(L, BUFFER_MT, buffer_methods, buffer_close_l, buffer_name_l);
     lua_createtable(L, 0, 8);
     bee_setfuncs(L, core_functions, 0);
     return 1;

@@ -117,6 +117,10 @@ local function build_client(opts)
   c.keep_text = opts.keep_text ~= false
   c.transport = opts.transport or require("beeos.transport.curl").new()
   c.user_agent = ("lua-beeos/%s (%s; %s)"):format(_M._VERSION, _VERSION, core.curl_version())
+  c.static_headers = {
+    [protocol.ACCEPT_JSON] = protocol.static_headers(token, protocol.ACCEPT_JSON, c.user_agent),
+    [protocol.ACCEPT_SSE] = protocol.static_headers(token, protocol.ACCEPT_SSE, c.user_agent),
+  }
   local dbg = opts.debug
   if dbg == nil then dbg = os.getenv("BEEOS_DEBUG") end
   c.debug = dbg ~= nil and dbg ~= false and dbg ~= "" and dbg ~= "0"
@@ -181,7 +185,7 @@ local function prepare(agent, message, opts, accept)
     request = {
       url = agent.url,
       body = json.encode(body),
-      headers = protocol.request_headers(c.token, accept, key, c.user_agent),
+      headers = protocol.request_headers(c.static_headers[accept], key),
       stream = accept == protocol.ACCEPT_SSE,
       connect_timeout_ms = c.connect_timeout_ms,
       max_body = c.max_body, max_event = c.max_event,
@@ -232,7 +236,7 @@ end
 local function attempt(call, mode)
   local c = call.client
   local rq = call.request
-  rq.deadline_at = call.deadline_at
+  rq.deadline_ms = call.deadline_at
   rq.idle_timeout_ms = mode == "stream" and call.idle_timeout_ms or 0
   c:_log("POST %s attempt %d idempotency_key=%s", rq.url, call.attempts, call.key)
   local h, code, msg = c.transport:request(rq)
@@ -310,17 +314,19 @@ end
 -- ---------------------------------------------------------------------
 -- Streams
 
--- stream.text is built from its pieces on demand (appending to a string per
--- delta would be quadratic).
+-- stream.text: the delta texts are kept in a C buffer (outside the Lua
+-- heap, so a long reply does not slow the collector down) and turned into
+-- one Lua string when read; the string is reused until more text comes.
 function Stream.__index(s, k)
   if k == "text" then
-    local pieces = rawget(s, "pieces")
-    local text = table.concat(pieces)
-    if #pieces > 1 then
-      for i = #pieces, 2, -1 do pieces[i] = nil end
-      pieces[1] = text
+    local buf = rawget(s, "textbuf")
+    if not buf then return "" end
+    local n = buf:len()
+    if rawget(s, "text_len") ~= n then
+      rawset(s, "text_cache", buf:tostring())
+      rawset(s, "text_len", n)
     end
-    return text
+    return rawget(s, "text_cache")
   end
   return Stream[k]
 end
@@ -341,17 +347,16 @@ local function accept(s, ev)
   s.received = s.received + 1
   local ty = ev.type
   if ty == protocol.EVENT_DELTA then
-    local text, err = protocol.delta_text(ev.data, fast_member)
+    local text, err = ev.text, nil -- set by C for the exact {"text": "..."} shape
+    if text == nil then text, err = protocol.delta_text(ev.data, fast_member) end
     if not text then
       stream_error(s, errors.new({ kind = "protocol", code = "bad_event",
         message = "a delta event's data is not valid: " .. tostring(err) }, s.call.client.token))
       return ev
     end
     ev.text = text
-    if s.keep_text then
-      local pieces = s.pieces
-      pieces[#pieces + 1] = text
-    end
+    local buf = s.textbuf
+    if buf then buf:append(text) end
   elseif ty == protocol.EVENT_DONE then
     local obj, jerr = protocol.decode(ev.data)
     local reply, rerr
@@ -385,7 +390,7 @@ local RETRY_BEFORE_FIRST_EVENT = {
 -- Next batch of events, or nil at the end (reply or err then set).
 local function next_batch(s)
   while not s.finished do
-    local evs = s.h:next_events()
+    local evs = s.h:next_events(protocol.EVENT_DELTA, protocol.DELTA_TEXT_FIELD)
     if evs then return evs end
     local code, msg = s.h:failure()
     local call = s.call
@@ -482,7 +487,7 @@ local function open_stream(agent, message, opts, caller_level)
   if not h then return nil, err end
   return setmetatable({
     call = call, h = h, status = status, headers = headers, request_id = request_id,
-    idempotency_key = call.key, pieces = {}, received = 0, keep_text = call.keep_text,
+    idempotency_key = call.key, textbuf = call.keep_text and core.buffer() or nil, received = 0,
     finished = false, closed = false,
   }, Stream)
 end

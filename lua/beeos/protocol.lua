@@ -164,14 +164,19 @@ function _M.check_idempotency_key(opts)
 end
 
 --- Request headers (besides Content-Length, which libcurl adds).
-function _M.request_headers(token, accept, idempotency_key, user_agent)
+-- The headers that are the same on every call of a client (built once).
+function _M.static_headers(token, accept, user_agent)
   return {
     "Authorization: Bearer " .. token,
     "Content-Type: application/json",
     "Accept: " .. accept,
     "User-Agent: " .. user_agent,
-    "Idempotency-Key: " .. idempotency_key,
   }
+end
+
+-- All request headers of one call.
+function _M.request_headers(static, idempotency_key)
+  return { static[1], static[2], static[3], static[4], "Idempotency-Key: " .. idempotency_key }
 end
 _M.ACCEPT_JSON = "application/json"
 _M.ACCEPT_SSE = "text/event-stream"
@@ -182,8 +187,10 @@ function _M.parse_headers(raw)
   local h = {}
   for name, value in raw:gmatch("([^:\n]+):[ \t]*([^\n]*)") do
     name = name:lower()
-    value = value:gsub("[ \t\r]+$", "")
-    h[name] = h[name] and (h[name] .. ", " .. value) or value
+    local last = value:byte(-1) -- the engine already cut CR LF: trailing blanks are rare
+    if last == 32 or last == 9 or last == 13 then value = value:gsub("[ \t\r]+$", "") end
+    local prev = h[name]
+    h[name] = prev and (prev .. ", " .. value) or value
   end
   return h
 end

@@ -6,7 +6,9 @@
 --   handle:wait_head() -> true (a response head is in) | nil, code, message
 --   handle:status(), handle:headers() (raw lines), handle:is_sse()
 --   handle:read_body() -> body | nil, code, message
---   handle:next_events() -> non-empty list of events | nil at the end
+--   handle:next_events([text_type, text_key]) -> non-empty list of events |
+--       nil at the end; events of text_type whose data is exactly
+--       {"<text_key>": "<string>"} come with field `text` already decoded
 --   handle:failure() -> code, message (nil after a clean end)
 --   handle:cut() -> true when the stream ended inside an event
 --   handle:close()
@@ -46,29 +48,25 @@ function Transport:timeout() return self.engine:timeout() end
 function Transport:step(ms) return self.engine:step(ms or 0) end
 
 --- spec: url, headers, body, stream, comments, connect_timeout_ms,
--- deadline_at (core.now_ms clock), idle_timeout_ms, max_body, max_event,
--- queue_high, insecure, ca_file.
+-- deadline_ms (absolute, core.now_ms clock), idle_timeout_ms, max_body,
+-- max_event, queue_high, insecure, ca_file.  Read, not kept.
 function Transport:request(spec)
   if not self.engine then error("beeos: the client is closed", 3) end
-  local t, msg = self.engine:start{
-    url = spec.url, method = spec.method, headers = spec.headers, body = spec.body,
-    stream = spec.stream, comments = spec.comments,
-    connect_timeout_ms = spec.connect_timeout_ms, deadline_ms = spec.deadline_at,
-    idle_timeout_ms = spec.idle_timeout_ms, max_body = spec.max_body,
-    max_event = spec.max_event, queue_high = spec.queue_high,
-    insecure = spec.insecure, ca_file = spec.ca_file,
-  }
+  local t, msg = self.engine:start(spec)
   if not t then return nil, "bad_url", msg end
-  local h = setmetatable({ t = t, engine = self.engine, id = t:id() }, Handle)
-  -- A cancelled task closes the transfer it waits on.
-  h.closer = function() h:close() end
-  return h
+  return setmetatable({ t = t, engine = self.engine, id = t:id() }, Handle)
 end
 
 -- Waits for any progress of this transfer (yields inside a task).
 function Handle:wait()
   if sched.current() then
-    local prev = sched.set_cancel_hook(self.closer)
+    -- A cancelled task closes the transfer it waits on.
+    local closer = self.closer
+    if not closer then
+      closer = function() self:close() end
+      self.closer = closer
+    end
+    local prev = sched.set_cancel_hook(closer)
     sched.wait_transfer(self.engine, self.t)
     sched.set_cancel_hook(prev)
   else
@@ -102,10 +100,10 @@ function Handle:read_body()
   return nil, "cancelled", "the request was closed"
 end
 
-function Handle:next_events()
+function Handle:next_events(text_type, text_key)
   local t = self.t
   while not self.closed do
-    local evs = t:events(BATCH)
+    local evs = t:events(BATCH, text_type, text_key)
     if evs[1] then return evs end
     local st = t:state()
     if st == "done" or st == "failed" then return nil end
