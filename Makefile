@@ -80,12 +80,16 @@ demo: deps all
 	@sh tools/demo.sh
 
 install: all
-	install -d $(DESTDIR)$(LUA_LIBDIR)/beeos $(DESTDIR)$(LUA_SHAREDIR)/beeos
+	install -d $(DESTDIR)$(LUA_LIBDIR)/beeos $(DESTDIR)$(LUA_SHAREDIR)/beeos/transport \
+		$(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(CORE54) $(DESTDIR)$(LUA_LIBDIR)/beeos/core.so
 	install -m 0644 lua/beeos/*.lua $(DESTDIR)$(LUA_SHAREDIR)/beeos/
+	install -m 0644 lua/beeos/transport/*.lua $(DESTDIR)$(LUA_SHAREDIR)/beeos/transport/
+	install -m 0755 bin/beeos-mock $(DESTDIR)$(PREFIX)/bin/beeos-mock
 
 uninstall:
-	rm -rf $(DESTDIR)$(LUA_LIBDIR)/beeos $(DESTDIR)$(LUA_SHAREDIR)/beeos
+	rm -rf $(DESTDIR)$(LUA_LIBDIR)/beeos $(DESTDIR)$(LUA_SHAREDIR)/beeos \
+		$(DESTDIR)$(PREFIX)/bin/beeos-mock
 
 rock-check: deps
 	@sh tools/rock-check.sh

@@ -77,5 +77,23 @@ else
     record "rockspec" "$(grep -c '^ok ' "$log")" 1 "$log"
 fi
 
+# make install into a scratch DESTDIR, then load every module from there.
+log="$logs/install.log"
+dest=$(mktemp -d)
+if make --no-print-directory install DESTDIR="$dest" PREFIX=/usr/local >"$log" 2>&1 &&
+    DEST="$dest" LUA_PATH="$dest/usr/local/share/lua/5.4/?.lua;$dest/usr/local/share/lua/5.4/?/init.lua;;" \
+    LUA_CPATH="$dest/usr/local/lib/lua/5.4/?.so;;" lua5.4 -e '
+      for _, m in ipairs{ "beeos", "beeos.sse", "beeos.protocol", "beeos.errors", "beeos.sched",
+                          "beeos.transport.curl", "beeos.mock", "beeos.core" } do
+        local path = package.searchpath(m, m == "beeos.core" and package.cpath or package.path)
+        assert(path and path:find(os.getenv("DEST"), 1, true), m .. " not from the install tree")
+        require(m)
+      end' >>"$log" 2>&1 && [ -x "$dest/usr/local/bin/beeos-mock" ]; then
+    record "make install" 1 0 "$log"
+else
+    record "make install" 0 1 "$log"
+fi
+rm -rf "$dest"
+
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]
