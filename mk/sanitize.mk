@@ -57,6 +57,7 @@ VALGRIND_FLAGS ?= -q --error-exitcode=1 --leak-check=full --errors-for-leak-kind
 .PHONY: sanitize-c sanitize-lua sanitize-valgrind
 
 sanitize: deps-sanitize
+	@$(MAKE) --no-print-directory all # specs start plain lua5.4 processes too
 	@$(MAKE) --no-print-directory sanitize-c
 	@$(MAKE) --no-print-directory sanitize-lua
 	@$(MAKE) --no-print-directory sanitize-valgrind

@@ -434,6 +434,26 @@ static int route(conn *c, const char *path) {
         }
         return send_end(c) == 0;
     }
+    if (is_route(path, "/fill-then-huge")) {
+        /* ~5 KB of small events, a pause, then one 64 KiB data line. */
+        char ev[64], *huge;
+        long i;
+        int r;
+        if (send_str(c, SSE_HEAD)) return 0;
+        for (i = 0; i < 50; i++) {
+            snprintf(ev, sizeof ev, "id: %ld\ndata: small event %03ld .........\n\n", i, i);
+            if (send_chunk_str(c, ev)) return 0;
+        }
+        if (srv_sleep(60)) return 0;
+        huge = malloc(65536 + 16);
+        if (!huge) return 0;
+        memcpy(huge, "data: ", 6);
+        memset(huge + 6, 'h', 65536);
+        memcpy(huge + 6 + 65536, "\n\n", 2);
+        r = send_chunk(c, huge, 65536 + 8) || send_end(c);
+        free(huge);
+        return r == 0;
+    }
     if (is_route(path, "/cancel")) {
         if (send_str(c, SSE_HEAD) || send_chunk_str(c, "data: first\n\n")) return 0;
         return wait_close(c);
@@ -1323,6 +1343,52 @@ out:
     engine_free(e);
 }
 
+/* A chunk held back by backpressure is handed to the write callback inside
+ * bee_transfer_events_taken (curl_easy_pause).  When that chunk breaks a
+ * cap, the transfer must fail with the cap's code, as it does when the same
+ * bytes arrive unpaused (max_event_cap), not hang until some timer. */
+TEST(cap_broken_by_held_chunk) {
+    bee_engine *e = new_engine();
+    bee_request rq;
+    bee_transfer *t;
+    uint64_t last = 0;
+    int64_t quiet_since, end, t_taken;
+    size_t taken = 0;
+    if (!CHECK(e)) return;
+    rq = req("/fill-then-huge");
+    rq.stream = 1;
+    rq.queue_high = 4096;
+    rq.max_event = 8192;
+    rq.idle_timeout_ms = 400;
+    t = start(e, &rq);
+    if (!CHECK(t)) goto out;
+    /* Take nothing until the bytes stop coming (paused on a held chunk). */
+    quiet_since = bee_now_ms();
+    end = quiet_since + 3000;
+    while (!is_final(t) && bee_now_ms() < end && bee_now_ms() - quiet_since < 150) {
+        engine_step(e, 10);
+        if (bee_transfer_bytes_received(t) != last) {
+            last = bee_transfer_bytes_received(t);
+            quiet_since = bee_now_ms();
+        }
+    }
+    CHECK_EQ_U(bee_transfer_state(t), BT_HEADERS);
+    CHECK(evq_bytes(bee_transfer_events(t)) >= 4096);
+    while (evq_peek(bee_transfer_events(t), &(sse_event){0})) {
+        evq_pop(bee_transfer_events(t));
+        taken++;
+    }
+    CHECK_EQ_U(taken, 50);
+    t_taken = bee_now_ms();
+    bee_transfer_events_taken(t); /* delivers the held chunk: too large */
+    CHECK_EQ_U(run(e, t, 3000), BT_FAILED);
+    CHECK_ERR(t, "event_too_large");
+    CHECK(bee_now_ms() - t_taken < 200); /* not after the 400 ms idle limit */
+    bee_transfer_free(t);
+out:
+    engine_free(e);
+}
+
 /* ------------------------------------------------------------------ */
 /* Progress reporting and outside loops                                 */
 
@@ -1708,6 +1774,7 @@ int main(void) {
     RUN(max_event_cap);
     RUN(head_too_large);
     RUN(backpressure_bounds_queue);
+    RUN(cap_broken_by_held_chunk);
     RUN(take_ready_reports_progress);
     RUN(many_transfers_socket_table);
     RUN(outside_poll_loop);
