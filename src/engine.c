@@ -656,8 +656,13 @@ void bee_transfer_events_taken(bee_transfer *t) {
     if (t->paused && t->attached && evq_bytes(&t->events) <= t->queue_high / 2) {
         t->paused = 0;
         t->last_activity_ms = bee_now_ms();
-        /* May deliver the held chunk through write_cb right here. */
-        curl_easy_pause(t->easy, CURLPAUSE_CONT);
+        /* May deliver the held chunk through write_cb right here.  If that
+         * chunk is refused (a cap, memory), libcurl returns the error
+         * without arming a timer or a socket again: nothing would ever
+         * drive the transfer, so it is failed here. */
+        if (curl_easy_pause(t->easy, CURLPAUSE_CONT) != CURLE_OK || t->write_error)
+            fail(t, t->write_error ? t->write_error : "out_of_memory",
+                 "the held chunk was refused: %s", t->write_error);
     }
 }
 

@@ -355,6 +355,13 @@ static int route(conn *c, const char *path) {
     if (is_route(path, "/json"))
         return respond(c, 200, "OK", "application/json", "X-Test: yes\r\n", JSON_BODY,
                        sizeof JSON_BODY - 1) == 0;
+    if (is_route(path, "/early-hints")) {
+        if (send_str(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n") ||
+            srv_sleep(10))
+            return 0;
+        return respond(c, 200, "OK", "application/json", "X-Final: 1\r\n", JSON_BODY,
+                       sizeof JSON_BODY - 1) == 0;
+    }
     if (is_route(path, "/status/429"))
         return respond(c, 429, "Too Many Requests", "application/json", "Retry-After: 7\r\n",
                        BODY_429, sizeof BODY_429 - 1) == 0;
@@ -435,16 +442,16 @@ static int route(conn *c, const char *path) {
         return send_end(c) == 0;
     }
     if (is_route(path, "/fill-then-huge")) {
-        /* ~5 KB of small events, a pause, then one 64 KiB data line. */
-        char ev[64], *huge;
+        /* 100 small events in one chunk (~4.6 KB, ~7 KB once queued), a
+         * pause, then one 64 KiB data line. */
+        char evs[8192], *huge;
+        size_t len = 0;
         long i;
         int r;
-        if (send_str(c, SSE_HEAD)) return 0;
-        for (i = 0; i < 50; i++) {
-            snprintf(ev, sizeof ev, "id: %ld\ndata: small event %03ld .........\n\n", i, i);
-            if (send_chunk_str(c, ev)) return 0;
-        }
-        if (srv_sleep(60)) return 0;
+        for (i = 0; i < 100; i++)
+            len += (size_t)snprintf(evs + len, sizeof evs - len,
+                                    "id: %ld\ndata: small event %03ld .........\n\n", i, i);
+        if (send_str(c, SSE_HEAD) || send_chunk(c, evs, len) || srv_sleep(60)) return 0;
         huge = malloc(65536 + 16);
         if (!huge) return 0;
         memcpy(huge, "data: ", 6);
@@ -798,7 +805,7 @@ out:
     engine_free(e);
 }
 
-TEST(status_429_json_body) {
+TEST(status_429_and_1xx) {
     bee_engine *e = new_engine();
     bee_request rq;
     bee_transfer *t;
@@ -822,6 +829,19 @@ TEST(status_429_json_body) {
         p = bee_transfer_body(t, &n);
         CHECK_MEM(p, n, BODY_429, sizeof BODY_429 - 1);
         CHECK_EQ_U(queued(t), 0);
+        bee_transfer_free(t);
+    }
+    /* A 1xx before the final response: only the final head is kept. */
+    rq = req("/early-hints");
+    t = start(e, &rq);
+    if (CHECK(t)) {
+        CHECK_EQ_U(run(e, t, 3000), BT_DONE);
+        CHECK_EQ_U(bee_transfer_status(t), 200);
+        HEADERS_HAVE(t, "X-Final: 1");
+        p = bee_transfer_headers(t, &n);
+        CHECK(!has_header_named(p, n, "link:"));
+        p = bee_transfer_body(t, &n);
+        CHECK_MEM(p, n, JSON_BODY, sizeof JSON_BODY - 1);
         bee_transfer_free(t);
     }
     engine_free(e);
@@ -1343,10 +1363,48 @@ out:
     engine_free(e);
 }
 
+/* The deadline still counts while a transfer is paused; freeing it then
+ * drops the chunk libcurl holds. */
+TEST(deadline_while_paused) {
+    const int64_t limit = 300;
+    bee_engine *e = new_engine();
+    bee_request rq;
+    bee_transfer *t;
+    int64_t t0, el;
+    if (!CHECK(e)) return;
+    rq = req("/flood?n=16000");
+    rq.stream = 1;
+    rq.queue_high = 4096;
+    rq.idle_timeout_ms = 100;
+    t0 = bee_now_ms();
+    rq.deadline_ms = t0 + limit;
+    t = start(e, &rq);
+    if (!CHECK(t)) goto out;
+    CHECK_EQ_U(run(e, t, 3000), BT_FAILED);
+    el = bee_now_ms() - t0;
+    CHECK_ERR(t, "deadline"); /* not idle_timeout: it was paused */
+    CHECK(el >= limit && el < limit + 1000);
+    CHECK(queued(t) > 0);
+    bee_transfer_free(t);
+out:
+    engine_free(e);
+}
+
 /* A chunk held back by backpressure is handed to the write callback inside
  * bee_transfer_events_taken (curl_easy_pause).  When that chunk breaks a
  * cap, the transfer must fail with the cap's code, as it does when the same
- * bytes arrive unpaused (max_event_cap), not hang until some timer. */
+ * bytes arrive unpaused (max_event_cap), and at once.
+ *
+ * ENGINE BUG (src/engine.c, bee_transfer_events_taken): the result of
+ * curl_easy_pause() is ignored.  libcurl 7.88 returns CURLE_WRITE_ERROR
+ * there before re-arming the transfer's socket or timer (the socket was
+ * dropped from the watch list while paused), so nothing drives the transfer
+ * any more: it ends with "idle_timeout" (here after 400 ms) or "deadline",
+ * or never when neither is set.  Fix: check the result and fail the
+ * transfer there, e.g.
+ *     if (curl_easy_pause(t->easy, CURLPAUSE_CONT) != CURLE_OK || t->write_error)
+ *         fail(t, t->write_error ? t->write_error : "out_of_memory", ...);
+ */
 TEST(cap_broken_by_held_chunk) {
     bee_engine *e = new_engine();
     bee_request rq;
@@ -1362,10 +1420,12 @@ TEST(cap_broken_by_held_chunk) {
     rq.idle_timeout_ms = 400;
     t = start(e, &rq);
     if (!CHECK(t)) goto out;
-    /* Take nothing until the bytes stop coming (paused on a held chunk). */
+    /* Take nothing until the bytes stop coming (paused on a held chunk)
+     * and no timer is pending: a consumer busy elsewhere for a while. */
     quiet_since = bee_now_ms();
     end = quiet_since + 3000;
-    while (!is_final(t) && bee_now_ms() < end && bee_now_ms() - quiet_since < 150) {
+    while (!is_final(t) && bee_now_ms() < end &&
+           (bee_now_ms() - quiet_since < 100 || engine_timeout_ms(e) >= 0)) {
         engine_step(e, 10);
         if (bee_transfer_bytes_received(t) != last) {
             last = bee_transfer_bytes_received(t);
@@ -1378,12 +1438,12 @@ TEST(cap_broken_by_held_chunk) {
         evq_pop(bee_transfer_events(t));
         taken++;
     }
-    CHECK_EQ_U(taken, 50);
+    CHECK_EQ_U(taken, 100);
     t_taken = bee_now_ms();
     bee_transfer_events_taken(t); /* delivers the held chunk: too large */
     CHECK_EQ_U(run(e, t, 3000), BT_FAILED);
     CHECK_ERR(t, "event_too_large");
-    CHECK(bee_now_ms() - t_taken < 200); /* not after the 400 ms idle limit */
+    CHECK(bee_now_ms() - t_taken < 300); /* not at the 400 ms idle limit */
     bee_transfer_free(t);
 out:
     engine_free(e);
@@ -1642,7 +1702,7 @@ out:
 TEST(engine_free_with_transfers_attached) {
     bee_engine *e = new_engine();
     bee_request rq;
-    bee_transfer *slot[3] = {NULL, NULL, NULL};
+    bee_transfer *slot[4] = {NULL, NULL, NULL, NULL};
     int closed0 = srv_get(&srv.peer_closed), req0 = srv_get(&srv.requests), i;
     int64_t end;
     if (!CHECK(e)) return;
@@ -1653,21 +1713,26 @@ TEST(engine_free_with_transfers_attached) {
     slot[1] = start(e, &rq); /* streaming, silent */
     rq = req("/stall-head");
     slot[2] = start(e, &rq); /* waiting for a head */
-    for (i = 0; i < 3; i++)
+    rq = req("/flood?n=4000");
+    rq.stream = 1;
+    rq.queue_high = 4096;
+    slot[3] = start(e, &rq); /* paused, a chunk held */
+    for (i = 0; i < 4; i++)
         if (CHECK(slot[i])) bee_transfer_set_owner(slot[i], &slot[i]);
     end = bee_now_ms() + 3000;
     while (bee_now_ms() < end &&
            !(slot[0] && is_final(slot[0]) && slot[1] &&
-             bee_transfer_state(slot[1]) == BT_HEADERS && srv_get(&srv.requests) >= req0 + 3))
+             bee_transfer_state(slot[1]) == BT_HEADERS && srv_get(&srv.requests) >= req0 + 4 &&
+             slot[3] && evq_bytes(bee_transfer_events(slot[3])) >= 4096))
         engine_step(e, 10);
+    engine_step(e, 50);
     if (slot[0]) CHECK_EQ_U(bee_transfer_state(slot[0]), BT_DONE);
     if (slot[1]) CHECK_EQ_U(bee_transfer_state(slot[1]), BT_HEADERS);
     if (slot[2]) CHECK_EQ_U(bee_transfer_state(slot[2]), BT_CONNECTING);
-    CHECK_EQ_U(engine_active(e), 2);
+    if (slot[3]) CHECK_EQ_U(bee_transfer_state(slot[3]), BT_HEADERS);
+    CHECK_EQ_U(engine_active(e), 3);
     engine_free(e);
-    CHECK(slot[0] == NULL);
-    CHECK(slot[1] == NULL);
-    CHECK(slot[2] == NULL);
+    for (i = 0; i < 4; i++) CHECK(slot[i] == NULL);
     /* Both running transfers' connections were closed. */
     CHECK(srv_wait_for(&srv.peer_closed, closed0 + 2, 2000));
 }
@@ -1760,7 +1825,7 @@ int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     RUN(json_response_and_request);
-    RUN(status_429_json_body);
+    RUN(status_429_and_1xx);
     RUN(sse_stream_events);
     RUN(sse_stream_with_comments);
     RUN(sse_not_parsed_unless_2xx_and_asked);
@@ -1774,6 +1839,7 @@ int main(void) {
     RUN(max_event_cap);
     RUN(head_too_large);
     RUN(backpressure_bounds_queue);
+    RUN(deadline_while_paused);
     RUN(cap_broken_by_held_chunk);
     RUN(take_ready_reports_progress);
     RUN(many_transfers_socket_table);
