@@ -37,8 +37,9 @@ CORE51 = $(BUILD)/lua5.1/beeos/core.so
 DEB_PACKAGES = gcc make pkg-config python3 openssl lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit2 \
 	libluajit2-5.1-dev lua-cjson lua-busted lua-socket lua-luv lua-check libcurl4-openssl-dev curl luarocks
 DEB_SANITIZE = clang valgrind libclang-rt-14-dev
+DEB_BENCH = nginx libnginx-mod-http-lua lua-resty-core
 
-.PHONY: all lua51 deps deps-sanitize test ctest specs demo sanitize fuzz bench install \
+.PHONY: all lua51 deps deps-sanitize deps-bench test ctest demo sanitize fuzz bench install \
 	uninstall clean rock-check
 
 all: $(CORE54)
@@ -62,6 +63,12 @@ deps:
 
 deps-sanitize:
 	@sh tools/deps.sh $(DEB_PACKAGES) $(DEB_SANITIZE)
+
+# The benchmarks' baselines: nginx + ngx_lua as the load server, Node.js for
+# eventsource-parser (Debian's nodejs and npm unless a node is already on PATH).
+deps-bench:
+	@sh tools/deps.sh $(DEB_PACKAGES) $(DEB_BENCH)
+	@command -v npm >/dev/null 2>&1 || sh tools/deps.sh nodejs npm
 
 # C unit tests of the pure C parts: no Lua anywhere in these binaries.
 CTESTS = $(patsubst tests/c/%.c,$(BUILD)/ctest/%,$(wildcard tests/c/test_*.c))
@@ -95,7 +102,8 @@ rock-check: deps
 	@sh tools/rock-check.sh
 
 # Each benchmark lives in mk/bench_*.mk; figures go to bench/RESULTS.md.
-bench: deps all bench-sse bench-api bench-concurrency
+bench: deps-bench
+	@$(MAKE) --no-print-directory all bench-sse bench-api bench-concurrency
 
 -include mk/*.mk
 
