@@ -83,10 +83,10 @@ int64_t bee_now_ms(void) {
 }
 
 const char *bee_curl_version(void) {
-    static char v[48];
+    /* libcurl's own static string: no buffer of ours to share between
+     * Lua states (or threads). */
     const curl_version_info_data *d = curl_version_info(CURLVERSION_NOW);
-    snprintf(v, sizeof v, "libcurl/%s", d && d->version ? d->version : "?");
-    return v;
+    return d && d->version ? d->version : "?";
 }
 
 /* ------------------------------------------------------------------ */

@@ -113,7 +113,7 @@ void bee_transfer_free(bee_transfer *t);
  * *slot is set to NULL then. */
 void bee_transfer_set_owner(bee_transfer *t, bee_transfer **slot);
 
-/* "libcurl/x.y.z". */
+/* libcurl's version, "x.y.z". */
 const char *bee_curl_version(void);
 
 #endif

@@ -781,7 +781,7 @@ static int uuid4_l(lua_State *L) {
 }
 
 static int curl_version_l(lua_State *L) {
-    lua_pushstring(L, bee_curl_version());
+    lua_pushfstring(L, "libcurl/%s", bee_curl_version());
     return 1;
 }
 
