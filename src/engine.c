@@ -156,19 +156,30 @@ static int ieq_prefix(const char *s, size_t n, const char *lit) {
     return 1;
 }
 
-static int head_is_event_stream(const bee_buf *head) {
+/* The value of header `name` (lower case, without the colon) in a head of
+ * "Name: value\n" lines, leading and trailing blanks trimmed. */
+static const char *find_header(const bee_buf *head, const char *name, size_t *len) {
     const char *p = head->ptr, *end = head->ptr + head->len;
+    size_t name_len = strlen(name);
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        if (ieq_prefix(p, n, "content-type:")) {
-            const char *v = p + 13;
-            while (v < p + n && (*v == ' ' || *v == '\t')) v++;
-            return ieq_prefix(v, (size_t)(p + n - v), "text/event-stream");
+        if (n > name_len && p[name_len] == ':' && ieq_prefix(p, name_len, name)) {
+            const char *v = p + name_len + 1, *e = p + n;
+            while (v < e && (*v == ' ' || *v == '\t')) v++;
+            while (e > v && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) e--;
+            *len = (size_t)(e - v);
+            return v;
         }
         p += n + 1;
     }
-    return 0;
+    return NULL;
+}
+
+static int head_is_event_stream(const bee_buf *head) {
+    size_t len;
+    const char *v = find_header(head, "content-type", &len);
+    return v && ieq_prefix(v, len, "text/event-stream");
 }
 
 static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
@@ -632,6 +643,15 @@ evq *bee_transfer_events(bee_transfer *t) { return &t->events; }
 const char *bee_transfer_headers(const bee_transfer *t, size_t *len) {
     *len = t->head.len;
     return t->head.len ? t->head.ptr : "";
+}
+
+const char *bee_transfer_header(const bee_transfer *t, const char *name, size_t *len) {
+    char lower[64];
+    size_t i, n = strlen(name);
+    if (n >= sizeof lower) return NULL;
+    for (i = 0; i <= n; i++)
+        lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]);
+    return find_header(&t->head, lower, len);
 }
 
 const char *bee_transfer_body(const bee_transfer *t, size_t *len) {

@@ -88,6 +88,9 @@ long bee_transfer_status(const bee_transfer *t);
 int bee_transfer_head_done(const bee_transfer *t);
 /* Raw response header lines of the final response, each ending in "\n". */
 const char *bee_transfer_headers(const bee_transfer *t, size_t *len);
+/* The value of the first response header called name (any case), trimmed;
+ * NULL when absent. */
+const char *bee_transfer_header(const bee_transfer *t, const char *name, size_t *len);
 /* The non-SSE body received so far. */
 const char *bee_transfer_body(const bee_transfer *t, size_t *len);
 int bee_transfer_is_sse(const bee_transfer *t);

@@ -539,6 +539,16 @@ static int transfer_head_done_l(lua_State *L) {
     return 1;
 }
 
+/* t:header(name) -> value | nil: one response header without parsing
+ * them all. */
+static int transfer_header_l(lua_State *L) {
+    size_t len;
+    const char *v = bee_transfer_header(check_transfer(L), luaL_checkstring(L, 2), &len);
+    if (v) lua_pushlstring(L, v, len);
+    else lua_pushnil(L);
+    return 1;
+}
+
 static int transfer_headers_l(lua_State *L) {
     size_t len;
     const char *h = bee_transfer_headers(check_transfer(L), &len);
@@ -641,6 +651,7 @@ static const luaL_Reg transfer_methods[] = {
     {"state", transfer_state_l},
     {"status", transfer_status_l},
     {"headers", transfer_headers_l},
+    {"header", transfer_header_l},
     {"head_done", transfer_head_done_l},
     {"body", transfer_body_l},
     {"is_sse", transfer_is_sse_l},

@@ -248,22 +248,23 @@ local function attempt(call, mode)
     return nil, errors.from_transport(code, msg, c.token)
   end
   local status = h:status()
-  local headers = protocol.parse_headers(h:headers())
-  local request_id = headers[protocol.REQUEST_ID_HEADER]
+  local request_id = h:header(protocol.REQUEST_ID_HEADER)
   c:_log("HTTP %d request_id=%s", status, tostring(request_id))
   if status < 200 or status >= 300 then
+    local headers = protocol.parse_headers(h:headers())
     local body = h:read_body()
     h:close()
     return nil, http_error(c, status, headers, body)
   end
   if mode == "stream" then
     if not h:is_sse() then
+      local content_type = h:header("content-type")
       h:close()
       return nil, errors.new({ kind = "protocol", code = "unexpected_content_type", status = status,
         request_id = request_id,
-        message = "expected text/event-stream, got " .. tostring(headers["content-type"]) }, c.token)
+        message = "expected text/event-stream, got " .. tostring(content_type) }, c.token)
     end
-    return h, nil, status, headers, request_id
+    return h, nil, status, protocol.parse_headers(h:headers()), request_id
   end
   local body
   body, code, msg = h:read_body()

@@ -4,7 +4,8 @@
 --
 --   transport:request(spec) -> handle | nil, code, message
 --   handle:wait_head() -> true (a response head is in) | nil, code, message
---   handle:status(), handle:headers() (raw lines), handle:is_sse()
+--   handle:status(), handle:headers() (raw lines), handle:header(name),
+--   handle:is_sse()
 --   handle:read_body() -> body | nil, code, message
 --   handle:next_events([text_type, text_key]) -> non-empty list of events |
 --       nil at the end; events of text_type whose data is exactly
@@ -87,6 +88,7 @@ end
 
 function Handle:status() return self.t:status() end
 function Handle:headers() return self.t:headers() end
+function Handle:header(name) return self.t:header(name) end
 function Handle:is_sse() return self.t:is_sse() end
 function Handle:cut() return not self.closed and self.t:cut() end
 
