@@ -159,8 +159,11 @@ static int ieq_prefix(const char *s, size_t n, const char *lit) {
 /* The value of header `name` (lower case, without the colon) in a head of
  * "Name: value\n" lines, leading and trailing blanks trimmed. */
 static const char *find_header(const bee_buf *head, const char *name, size_t *len) {
-    const char *p = head->ptr, *end = head->ptr + head->len;
+    const char *p, *end;
     size_t name_len = strlen(name);
+    if (head->len == 0) return NULL; /* (and ptr may be NULL) */
+    p = head->ptr;
+    end = p + head->len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
