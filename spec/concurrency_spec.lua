@@ -177,6 +177,27 @@ describe("beeos scheduler", function()
     assert.equals(0, client.transport.engine:active())
   end)
 
+  it("lets a pcall inside a task see its cancellation through beeos.is_cancel", function()
+    local agent = client:agent("heartbeat")
+    local seen
+    local t = beeos.spawn(function()
+      local ok, e = pcall(stream_all, agent, "caught",
+        { metadata = { mock_deltas = "100", mock_interval_ms = "100" } })
+      seen = not ok and beeos.is_cancel(e)
+      if not ok then error(e, 0) end
+      return "not cancelled"
+    end)
+    local canceller = beeos.spawn(function()
+      beeos.sleep(0.2)
+      return t:cancel()
+    end)
+    local r, err = t:wait()
+    assert.is_true(canceller:wait())
+    assert.is_nil(r)
+    assert.equals("cancelled", err.code)
+    assert.is_true(seen)
+  end)
+
   it("cancelling a task that has not started yet means it never runs", function()
     local ran = false
     local t = beeos.spawn(function() ran = true end)

@@ -26,6 +26,7 @@ local _M = {
   step = sched.step,
   pollset = sched.pollset,
   in_task = sched.in_task,
+  is_cancel = sched.is_cancel,
 }
 
 local json = protocol.json

@@ -122,7 +122,8 @@ local function yield(...)
   if signal == CANCEL then error(CANCEL, 0) end
 end
 
-_M.CANCEL = CANCEL
+--- Whether an error caught by pcall inside a task is that task's
+-- cancellation (which the caller should re-raise with error(e, 0)).
 function _M.is_cancel(e) return e == CANCEL end
 
 --- Waits for progress of one transfer of an engine (any new state, bytes or
