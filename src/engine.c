@@ -9,6 +9,15 @@
  *   this file; they never block, never call back into the caller.
  * - The ready list holds each transfer at most once (in_ready) and has room
  *   for every live transfer, so marking progress never allocates.
+ * - socks[] lists exactly the sockets libcurl asked us to watch (for
+ *   engine_pollfds and the poll() path).  On Linux an epoll set mirrors it
+ *   (same fds, same interest), so engine_step costs in proportion to the
+ *   sockets that are ready, not to all of them.
+ * - timers_due_at: no transfer's deadline or idle timer falls due before it
+ *   (INT64_MAX: none may).  It is a lower bound, lowered when a timer starts
+ *   (engine_start, head complete, unpause) and made exact again by each scan
+ *   of check_timers, which runs only once it has passed.  Activity moves idle
+ *   timers later only, so it never has to touch it.
  */
 #include "engine.h"
 
@@ -18,6 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#if defined(__linux__) && !defined(BEE_NO_EPOLL)
+#define BEE_EPOLL 1
+#include <sys/epoll.h>
+#include <unistd.h>
+/* Events taken from the epoll set per epoll_wait call. */
+#define EP_BATCH 64
+#endif
 
 #define DEFAULT_MAX_BODY (16u * 1024u * 1024u)
 #define DEFAULT_QUEUE_HIGH (1024u * 1024u)
@@ -74,6 +91,8 @@ struct bee_engine {
     uint64_t next_id;
     CURL *spare[SPARE_EASY_MAX];
     size_t nspare;
+    int64_t timers_due_at; /* see the invariants; INT64_MAX: no timer */
+    int epfd;              /* epoll set mirroring socks[]; -1: poll() path */
 };
 
 int64_t bee_now_ms(void) {
@@ -91,6 +110,11 @@ const char *bee_curl_version(void) {
 
 /* ------------------------------------------------------------------ */
 /* Progress and failure                                                 */
+
+/* A deadline or idle timer of some transfer falls due at `at`. */
+static void timer_hint(bee_engine *e, int64_t at) {
+    if (at < e->timers_due_at) e->timers_due_at = at;
+}
 
 static void mark_ready(bee_transfer *t) {
     bee_engine *e = t->e;
@@ -119,7 +143,7 @@ static void release_easy(bee_engine *e, bee_transfer *t) {
     if (t->attached) {
         curl_multi_remove_handle(e->multi, t->easy);
         t->attached = 0;
-        e->nattached--;
+        if (--e->nattached == 0) e->timers_due_at = INT64_MAX; /* no timer left */
     }
     if (e->nspare < SPARE_EASY_MAX) {
         curl_easy_reset(t->easy);
@@ -215,6 +239,7 @@ static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
                 t->parser_live = 1;
             }
             t->state = BT_HEADERS;
+            if (t->idle_timeout_ms > 0) timer_hint(t->e, t->last_activity_ms + t->idle_timeout_ms);
             mark_ready(t);
         }
         return len;
@@ -260,11 +285,50 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
     return len;
 }
 
+#ifdef BEE_EPOLL
+/* Gives up the epoll set: engine_step polls socks[] from now on, which
+ * stays complete whatever epoll_ctl did. */
+static void ep_disable(bee_engine *e) {
+    if (e->epfd < 0) return;
+    close(e->epfd);
+    e->epfd = -1;
+}
+
+/* Mirrors libcurl's interest in fd into the epoll set.  `known` says
+ * whether socks[] already lists fd; the set may disagree when libcurl
+ * closed the fd and got the same number back for a new socket (the old
+ * registration went with the old socket: ENOENT) or when a registration
+ * outlived our bookkeeping (EEXIST). */
+static void ep_watch(bee_engine *e, curl_socket_t fd, int what, int known) {
+    struct epoll_event ev;
+    if (e->epfd < 0) return;
+    memset(&ev, 0, sizeof ev);
+    ev.events = (uint32_t)(((what & CURL_POLL_IN) ? EPOLLIN : 0) |
+                           ((what & CURL_POLL_OUT) ? EPOLLOUT : 0));
+    ev.data.fd = fd;
+    if (epoll_ctl(e->epfd, known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) == 0) return;
+    if (errno == EEXIST && epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) return;
+    if (errno == ENOENT && epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) return;
+    if (errno == EBADF) return; /* not open: nothing to watch (poll: POLLNVAL) */
+    ep_disable(e); /* ENOMEM, ENOSPC (max_user_watches), ...: poll() instead */
+}
+
+static void ep_unwatch(bee_engine *e, curl_socket_t fd) {
+    /* Fails harmlessly when libcurl already closed fd (EBADF; closing it
+     * dropped the registration) or it was never registered (ENOENT). */
+    if (e->epfd >= 0) epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+#else
+#define ep_watch(e, fd, what, known) ((void)0)
+#define ep_unwatch(e, fd) ((void)0)
+#endif
+
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
     bee_engine *e = (bee_engine *)userp;
     size_t slot = (size_t)(uintptr_t)socketp; /* index + 1; 0: not tracked */
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
+        ep_unwatch(e, fd);
         if (slot) {
             size_t i = slot - 1;
             e->socks[i] = e->socks[--e->nsocks];
@@ -274,6 +338,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         return 0;
     }
     if (slot) {
+        ep_watch(e, fd, what, 1);
         e->socks[slot - 1].what = what;
         return 0;
     }
@@ -284,6 +349,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         e->socks = p;
         e->capsocks = cap;
     }
+    ep_watch(e, fd, what, 0);
     e->socks[e->nsocks].fd = fd;
     e->socks[e->nsocks].what = what;
     e->nsocks++;
@@ -321,6 +387,13 @@ bee_engine *engine_new(const char **err) {
         return NULL;
     }
     e->curl_timer_at = -1;
+    e->timers_due_at = INT64_MAX;
+#ifdef BEE_EPOLL
+    /* No epoll set (fd limit, say) is not fatal: the poll() path remains. */
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+#else
+    e->epfd = -1;
+#endif
     curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
     curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
     curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
@@ -337,7 +410,10 @@ void engine_free(bee_engine *e) {
         bee_transfer_free(t);
     }
     for (i = 0; i < e->nspare; i++) curl_easy_cleanup(e->spare[i]);
-    curl_multi_cleanup(e->multi);
+    curl_multi_cleanup(e->multi); /* may still remove sockets from the set */
+#ifdef BEE_EPOLL
+    ep_disable(e);
+#endif
     free(e->socks);
     free(e->scratch);
     free(e->ready);
@@ -450,6 +526,7 @@ bee_transfer *engine_start(bee_engine *e, const bee_request *rq, const char **er
     t->attached = 1;
     e->nattached++;
     t->id = ++e->next_id;
+    if (t->deadline_ms) timer_hint(e, t->deadline_ms);
     t->next = e->transfers;
     if (e->transfers) e->transfers->prev = t;
     e->transfers = t;
@@ -524,18 +601,26 @@ static void drain_messages(bee_engine *e) {
     }
 }
 
+/* Fails the transfers whose deadline or idle timer has passed, once the
+ * earliest due time has come; the scan notes the next one. */
 static void check_timers(bee_engine *e, int64_t now) {
     bee_transfer *t, *next;
+    if (now < e->timers_due_at) return;
+    e->timers_due_at = INT64_MAX;
     for (t = e->transfers; t; t = next) {
+        int idle_on;
         next = t->next;
         if (!t->attached) continue;
+        idle_on = t->idle_timeout_ms > 0 && t->head_done && !t->paused;
         if (t->deadline_ms && now >= t->deadline_ms) {
             fail(t, "deadline", "the call's deadline passed%s", NULL);
-        } else if (t->idle_timeout_ms > 0 && t->head_done && !t->paused &&
-                   now - t->last_activity_ms >= t->idle_timeout_ms) {
+        } else if (idle_on && now - t->last_activity_ms >= t->idle_timeout_ms) {
             char ms[32];
             snprintf(ms, sizeof ms, "%ld", t->idle_timeout_ms);
             fail(t, "idle_timeout", "no bytes received for %s ms", ms);
+        } else {
+            if (t->deadline_ms) timer_hint(e, t->deadline_ms);
+            if (idle_on) timer_hint(e, t->last_activity_ms + t->idle_timeout_ms);
         }
     }
 }
@@ -548,14 +633,10 @@ static void earliest(int64_t *best, int *have, int64_t d) {
 long engine_timeout_ms(bee_engine *e) {
     int64_t now = bee_now_ms(), best = 0;
     int have = 0;
-    bee_transfer *t;
     if (e->curl_timer_at >= 0) earliest(&best, &have, e->curl_timer_at - now);
-    for (t = e->transfers; t; t = t->next) {
-        if (!t->attached) continue;
-        if (t->deadline_ms) earliest(&best, &have, t->deadline_ms - now);
-        if (t->idle_timeout_ms > 0 && t->head_done && !t->paused)
-            earliest(&best, &have, t->last_activity_ms + t->idle_timeout_ms - now);
-    }
+    /* Possibly early (a timer since moved on or gone): the step it causes
+     * rescans and finds the true next one. */
+    if (e->timers_due_at != INT64_MAX) earliest(&best, &have, e->timers_due_at - now);
     if (!have) return -1;
     if (best < 0) return 0;
     return best > 0x7fffffff ? 0x7fffffff : (long)best;
@@ -576,6 +657,18 @@ size_t engine_pollfds(bee_engine *e, struct pollfd *out, size_t max) {
     return n;
 }
 
+/* The work after the sockets were served: libcurl's timer, finished
+ * transfers, our timers. */
+static void after_io(bee_engine *e) {
+    int running;
+    if (e->curl_timer_at >= 0 && bee_now_ms() >= e->curl_timer_at) {
+        e->curl_timer_at = -1;
+        curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    drain_messages(e);
+    check_timers(e, bee_now_ms());
+}
+
 void engine_handle(bee_engine *e, const struct pollfd *fds, size_t nfds) {
     size_t i;
     int running;
@@ -588,19 +681,40 @@ void engine_handle(bee_engine *e, const struct pollfd *fds, size_t nfds) {
         if (r & POLLERR) ev |= CURL_CSELECT_ERR;
         curl_multi_socket_action(e->multi, fds[i].fd, ev, &running);
     }
-    if (e->curl_timer_at >= 0 && bee_now_ms() >= e->curl_timer_at) {
-        e->curl_timer_at = -1;
-        curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    }
-    drain_messages(e);
-    check_timers(e, bee_now_ms());
+    after_io(e);
 }
 
-int engine_step(bee_engine *e, long timeout_ms) {
-    long due = engine_timeout_ms(e);
+int engine_fd(const bee_engine *e) { return e->epfd; }
+
+#ifdef BEE_EPOLL
+/* Waits up to timeout_ms on the epoll set and serves the ready sockets
+ * only.  A full batch means more may be ready: take them too, a bounded
+ * number of times (level-triggered, a socket libcurl leaves readable would
+ * be reported again and again). */
+static void ep_step(bee_engine *e, long timeout_ms) {
+    struct epoll_event evs[EP_BATCH];
+    size_t rounds = e->nsocks / EP_BATCH + 1;
+    int n, i, running;
+    do {
+        if (e->epfd < 0) break; /* disabled by a callback below */
+        n = epoll_wait(e->epfd, evs, EP_BATCH, (int)timeout_ms);
+        timeout_ms = 0;
+        for (i = 0; i < n; i++) {
+            int ev = 0;
+            uint32_t r = evs[i].events;
+            if (r & (EPOLLIN | EPOLLHUP)) ev |= CURL_CSELECT_IN;
+            if (r & EPOLLOUT) ev |= CURL_CSELECT_OUT;
+            if (r & EPOLLERR) ev |= CURL_CSELECT_ERR;
+            curl_multi_socket_action(e->multi, evs[i].data.fd, ev, &running);
+        }
+    } while (n == EP_BATCH && --rounds > 0);
+    after_io(e);
+}
+#endif
+
+/* One poll() over every socket: where there is no epoll. */
+static void poll_step(bee_engine *e, long timeout_ms) {
     size_t n = e->nsocks;
-    if (due >= 0 && due < timeout_ms) timeout_ms = due;
-    if (timeout_ms < 0) timeout_ms = 0;
     if (n > e->capscratch) {
         struct pollfd *p = realloc(e->scratch, n * sizeof *p);
         if (p) {
@@ -616,6 +730,19 @@ int engine_step(bee_engine *e, long timeout_ms) {
         for (size_t i = 0; i < n; i++) e->scratch[i].revents = 0;
     }
     engine_handle(e, e->scratch, n);
+}
+
+int engine_step(bee_engine *e, long timeout_ms) {
+    long due = engine_timeout_ms(e);
+    if (due >= 0 && due < timeout_ms) timeout_ms = due;
+    if (timeout_ms < 0) timeout_ms = 0;
+#ifdef BEE_EPOLL
+    if (e->epfd >= 0) {
+        ep_step(e, timeout_ms);
+        return e->nattached;
+    }
+#endif
+    poll_step(e, timeout_ms);
     return e->nattached;
 }
 
@@ -679,6 +806,7 @@ void bee_transfer_events_taken(bee_transfer *t) {
     if (t->paused && t->attached && evq_bytes(&t->events) <= t->queue_high / 2) {
         t->paused = 0;
         t->last_activity_ms = bee_now_ms();
+        if (t->idle_timeout_ms > 0) timer_hint(t->e, t->last_activity_ms + t->idle_timeout_ms);
         /* May deliver the held chunk through write_cb right here.  If that
          * chunk is refused (a cap, memory), libcurl returns the error
          * without arming a timer or a socket again: nothing would ever

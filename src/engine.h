@@ -61,7 +61,9 @@ void engine_free(bee_engine *e);
 bee_transfer *engine_start(bee_engine *e, const bee_request *rq, const char **err);
 
 /* Waits up to timeout_ms (less when a timer is due) for socket activity,
- * then does all pending work.  Returns the number of transfers attached. */
+ * then does all pending work.  Returns the number of transfers attached.
+ * On Linux it waits on an epoll set and serves only the ready sockets;
+ * elsewhere it polls them all. */
 int engine_step(bee_engine *e, long timeout_ms);
 
 /* For an outside event loop (or a wait across several engines): the
@@ -72,6 +74,12 @@ size_t engine_nsockets(const bee_engine *e);
 long engine_timeout_ms(bee_engine *e);
 void engine_handle(bee_engine *e, const struct pollfd *fds, size_t nfds);
 int engine_active(const bee_engine *e);
+/* A descriptor that polls readable (POLLIN) when a socket of the engine is
+ * ready: its epoll set, on Linux; -1 elsewhere, or once the set could not
+ * be made or kept up (the engine then polls its sockets), so ask again
+ * before each wait.  A wait across several engines can poll these instead
+ * of all their sockets, then call engine_step(e, 0) on each. */
+int engine_fd(const bee_engine *e);
 
 /* Transfers that made progress (new state, bytes or events) since the last
  * call, as their ids; the list is cleared.  Returns how many were written

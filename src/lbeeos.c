@@ -456,15 +456,23 @@ static int engine_tostring(lua_State *L) {
     return 1;
 }
 
-/* core.wait({engine, ...}, timeout_ms): one poll() over the sockets of
- * several engines, then each one's work step.  Sleeps when nothing is due. */
+/* core.wait({engine, ...}, timeout_ms): waits for socket activity of
+ * several engines at once, then does each one's work step.  Sleeps when
+ * nothing is due.  One engine: its own step (epoll on Linux).  Several: one
+ * poll() over each engine's epoll descriptor (engine_fd), or over all its
+ * sockets where it has none, then engine_step(e, 0) or engine_handle. */
+typedef struct {
+    size_t count; /* pollfd entries of this engine */
+    int epoll;    /* 1: one entry, its engine_fd */
+} wait_slot;
+
 static int wait_l(lua_State *L) {
     int n, i;
     size_t total = 0, off = 0;
     long timeout;
     lua_Number ms;
     struct pollfd *fds;
-    size_t *counts;
+    wait_slot *slots;
     luaL_checktype(L, 1, LUA_TTABLE);
     ms = luaL_optnumber(L, 2, 0);
     timeout = ms < 0 ? 0 : (ms > 3600000 ? 3600000 : (long)ms);
@@ -475,19 +483,35 @@ static int wait_l(lua_State *L) {
         lua_rawgeti(L, 1, i);
         le = check_engine(L, -1);
         lua_pop(L, 1);
-        total += engine_nsockets(le->e);
+        total += engine_fd(le->e) >= 0 ? 1 : engine_nsockets(le->e);
         due = engine_timeout_ms(le->e);
         if (due >= 0 && due < timeout) timeout = due;
     }
+    if (n == 1) {
+        lua_rawgeti(L, 1, 1);
+        engine_step(((lengine *)lua_touserdata(L, -1))->e, timeout);
+        lua_pop(L, 1);
+        return 0;
+    }
     fds = (struct pollfd *)lua_newuserdata(L, (total ? total : 1) * sizeof *fds);
-    counts = (size_t *)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *counts);
+    slots = (wait_slot *)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *slots);
     for (i = 1; i <= n; i++) {
         lengine *le;
+        int efd;
         lua_rawgeti(L, 1, i);
         le = (lengine *)lua_touserdata(L, -1);
         lua_pop(L, 1);
-        counts[i - 1] = engine_pollfds(le->e, fds + off, total - off);
-        off += counts[i - 1];
+        efd = engine_fd(le->e);
+        slots[i - 1].epoll = efd >= 0;
+        if (efd >= 0) {
+            fds[off].fd = efd;
+            fds[off].events = POLLIN;
+            fds[off].revents = 0;
+            slots[i - 1].count = 1;
+        } else {
+            slots[i - 1].count = engine_pollfds(le->e, fds + off, total - off);
+        }
+        off += slots[i - 1].count;
     }
     if (poll(fds, (nfds_t)off, (int)timeout) < 0)
         for (i = 0; i < (int)off; i++) fds[i].revents = 0;
@@ -497,8 +521,9 @@ static int wait_l(lua_State *L) {
         lua_rawgeti(L, 1, i);
         le = (lengine *)lua_touserdata(L, -1);
         lua_pop(L, 1);
-        engine_handle(le->e, fds + off, counts[i - 1]);
-        off += counts[i - 1];
+        if (slots[i - 1].epoll) engine_step(le->e, 0);
+        else engine_handle(le->e, fds + off, slots[i - 1].count);
+        off += slots[i - 1].count;
     }
     return 0;
 }

@@ -31,6 +31,10 @@
 
 #include <curl/curl.h>
 
+#ifdef __linux__
+#include <sys/epoll.h>
+#endif
+
 #include "harness.h"
 
 #include "engine.h"
@@ -362,6 +366,11 @@ static int route(conn *c, const char *path) {
         return respond(c, 200, "OK", "application/json", "X-Final: 1\r\n", JSON_BODY,
                        sizeof JSON_BODY - 1) == 0;
     }
+    if (is_route(path, "/json-close"))
+        /* The server closes after each answer: a new socket every time. */
+        return (respond(c, 200, "OK", "application/json", "Connection: close\r\n", JSON_BODY,
+                        sizeof JSON_BODY - 1),
+                0);
     if (is_route(path, "/status/429"))
         return respond(c, 429, "Too Many Requests", "application/json", "Retry-After: 7\r\n",
                        BODY_429, sizeof BODY_429 - 1) == 0;
@@ -461,6 +470,20 @@ static int route(conn *c, const char *path) {
         free(huge);
         return r == 0;
     }
+    if (is_route(path, "/fill-then-stall")) {
+        /* 100 small events in one chunk (~7 KB once queued), one more event
+         * 30 ms later (held by a consumer that took nothing), then silence. */
+        char evs[8192];
+        size_t len = 0;
+        long i;
+        for (i = 0; i < 100; i++)
+            len += (size_t)snprintf(evs + len, sizeof evs - len,
+                                    "id: %ld\ndata: small event %03ld .........\n\n", i, i);
+        if (send_str(c, SSE_HEAD) || send_chunk(c, evs, len) || srv_sleep(30) ||
+            send_chunk_str(c, "id: held\ndata: held\n\n"))
+            return 0;
+        return wait_close(c);
+    }
     if (is_route(path, "/cancel")) {
         if (send_str(c, SSE_HEAD) || send_chunk_str(c, "data: first\n\n")) return 0;
         return wait_close(c);
@@ -495,11 +518,14 @@ static int route(conn *c, const char *path) {
         return r == 0;
     }
     if (is_route(path, "/flood")) {
-        /* n events of ~190 bytes, sent in chunks of ~64 KiB. */
+        /* n events of ~190 bytes, sent in chunks of ~64 KiB, after
+         * `delay` ms. */
         size_t n = (size_t)qnum(path, "n", 1000), i;
         size_t cap = 65536 + 512, len = 0;
-        char *batch = malloc(cap);
+        char *batch;
         int bad = 0;
+        if (srv_sleep((int)qnum(path, "delay", 0))) return 0;
+        batch = malloc(cap);
         if (!batch) return 0;
         bad = send_str(c, SSE_HEAD);
         for (i = 0; i < n && !bad; i++) {
@@ -1811,6 +1837,470 @@ TEST(many_transfers_socket_table) {
     engine_free(e);
 }
 
+/* ------------------------------------------------------------------ */
+/* The epoll set (Linux) and the due time of our timers                 */
+
+#ifdef __linux__
+/* The interest an engine_pollfds entry asks for, as POLLIN|POLLOUT. */
+static int want_bits(short events) { return events & (POLLIN | POLLOUT); }
+
+/* Reads the epoll set behind engine_fd from /proc/self/fdinfo: up to max
+ * (fd, interest as POLLIN|POLLOUT) pairs.  -1 when it cannot be read. */
+static long epoll_set(int epfd, int *fds, int *bits, size_t max) {
+    char path[64], line[512];
+    FILE *f;
+    long n = 0;
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
+    f = fopen(path, "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) {
+        int fd;
+        unsigned ev;
+        if (sscanf(line, "tfd: %d events: %x", &fd, &ev) != 2) continue;
+        if ((size_t)n < max) {
+            fds[n] = fd;
+            bits[n] = ((ev & EPOLLIN) ? POLLIN : 0) | ((ev & EPOLLOUT) ? POLLOUT : 0);
+        }
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+#endif
+
+/* 1 when the engine's epoll set holds exactly the sockets engine_pollfds
+ * lists, with the same interest (or the engine has no epoll set). */
+static int mirror_ok(bee_engine *e, int line) {
+#ifdef __linux__
+    enum { MAXS = 256 };
+    struct pollfd pf[MAXS];
+    int fds[MAXS], bits[MAXS];
+    size_t n, i, j;
+    long m;
+    int efd = engine_fd(e), ok = 1;
+    if (efd < 0) return 1;
+    n = engine_pollfds(e, pf, MAXS);
+    m = epoll_set(efd, fds, bits, MAXS);
+    if (!harness_check(m >= 0, __FILE__, line, "epoll fdinfo readable")) return 0;
+    if (!harness_check((size_t)m == n, __FILE__, line, "epoll set as large as the socket list")) {
+        fprintf(stderr, "     epoll set %ld, sockets %zu\n", m, n);
+        ok = 0;
+    }
+    for (i = 0; i < n && i < (size_t)m; i++) {
+        for (j = 0; j < (size_t)m; j++)
+            if (fds[j] == pf[i].fd) break;
+        if (!harness_check(j < (size_t)m && bits[j] == want_bits(pf[i].events), __FILE__, line,
+                           "socket in the epoll set with its interest")) {
+            fprintf(stderr, "     fd %d wants %d, set has %d\n", pf[i].fd, want_bits(pf[i].events),
+                    j < (size_t)m ? bits[j] : -1);
+            ok = 0;
+        }
+    }
+    return ok;
+#else
+    (void)e;
+    (void)line;
+    return 1;
+#endif
+}
+#define MIRROR_OK(e) mirror_ok((e), __LINE__)
+
+/* The lowest free descriptor number (what the next socket will get). */
+static int next_fd(void) {
+    int fd = dup(0), r = fd;
+    if (fd >= 0) close(fd);
+    return r;
+}
+
+TEST(engine_fd_lifecycle) {
+    int before = next_fd(), i;
+    bee_engine *e = new_engine();
+    if (!CHECK(e)) return;
+#if defined(__linux__) && !defined(BEE_NO_EPOLL)
+    CHECK(engine_fd(e) >= 0);
+    CHECK(fcntl(engine_fd(e), F_GETFD) & FD_CLOEXEC);
+#endif
+    if (engine_fd(e) >= 0) {
+        struct pollfd p;
+        p.fd = engine_fd(e);
+        p.events = POLLIN;
+        p.revents = 0;
+        CHECK_EQ_U(poll(&p, 1, 0), 0); /* nothing to report yet */
+    }
+    MIRROR_OK(e);
+    engine_free(e);
+    /* engine_free closes it: 50 more engines leak no descriptor. */
+    for (i = 0; i < 50; i++) {
+        e = new_engine();
+        if (!CHECK(e)) break;
+        engine_free(e);
+    }
+    CHECK_EQ_U(next_fd(), before);
+}
+
+/* Each answer closes its connection, so libcurl closes the socket and the
+ * next transfer's socket gets the same descriptor number back: the set
+ * must follow (registration of the new socket, none left of the old).  A
+ * lost registration would stall a step for its whole timeout. */
+TEST(fd_closed_and_reused_between_steps) {
+    enum { ROUNDS = 12 };
+    bee_engine *e = new_engine();
+    bee_request rq;
+    int seen[ROUNDS], i, reused = 0, acc0 = srv_get(&srv.accepted);
+    int64_t t0, el, worst = 0;
+    if (!CHECK(e)) return;
+    for (i = 0; i < ROUNDS; i++) {
+        bee_transfer *t;
+        int64_t end;
+        struct pollfd pf[4];
+        seen[i] = -1;
+        rq = req(i % 2 ? "/json-close?odd" : "/json-close");
+        t = start(e, &rq);
+        if (!CHECK(t)) break;
+        t0 = bee_now_ms();
+        end = t0 + 3000;
+        while (!is_final(t) && bee_now_ms() < end) {
+            engine_step(e, 1000); /* a stall would show as ~1 s */
+            if (engine_pollfds(e, pf, 4) == 1) seen[i] = pf[0].fd;
+            MIRROR_OK(e);
+        }
+        el = bee_now_ms() - t0;
+        if (el > worst) worst = el;
+        CHECK_EQ_U(bee_transfer_state(t), BT_DONE);
+        CHECK(!bee_transfer_reused(t));
+        bee_transfer_free(t);
+        engine_step(e, 0); /* libcurl closes the connection */
+        MIRROR_OK(e);
+        if (i > 0 && seen[i] >= 0 && seen[i] == seen[i - 1]) reused++;
+    }
+    CHECK_EQ_U(srv_get(&srv.accepted) - acc0, ROUNDS);
+    CHECK(reused >= ROUNDS / 2); /* the numbers did come back */
+    CHECK(worst < 800);
+    if (worst >= 800 || reused < ROUNDS / 2)
+        fprintf(stderr, "     slowest round %lld ms, %d of %d reused the fd\n", (long long)worst,
+                reused, ROUNDS - 1);
+    engine_free(e);
+}
+
+/* A registration gone from the set behind the engine's back (as when the
+ * descriptor was closed and its number reopened): the next change of
+ * interest re-adds it (MOD fails with ENOENT, ADD then).  A registration
+ * the engine did not make (EEXIST on ADD) is taken over with MOD. */
+TEST(epoll_set_repairs_itself) {
+#if defined(__linux__) && !defined(BEE_NO_EPOLL)
+    const size_t body_len = 8u << 20;
+    char *body = malloc(body_len);
+    bee_engine *e = new_engine();
+    bee_request rq;
+    bee_transfer *t = NULL;
+    struct pollfd pf[4];
+    int64_t end;
+    int fd = -1, efd;
+    size_t n;
+    if (!CHECK(e && body)) goto out;
+    efd = engine_fd(e);
+    /* (1) ENOENT: an 8 MiB POST is still sending (interest OUT) when its
+     * registration is dropped; one round driven by poll() moves it on. */
+    memset(body, 'b', body_len);
+    rq = req("/json");
+    rq.method = "POST";
+    rq.body = body;
+    rq.body_len = body_len;
+    t = start(e, &rq);
+    if (!CHECK(t)) goto out;
+    end = bee_now_ms() + 3000;
+    for (;;) {
+        engine_step(e, 0);
+        n = engine_pollfds(e, pf, 4);
+        if ((n == 1 && (pf[0].events & POLLOUT)) || is_final(t) || bee_now_ms() >= end) break;
+        sleep_ms(1);
+    }
+    if (!CHECK(n == 1 && (pf[0].events & POLLOUT))) goto out;
+    fd = pf[0].fd;
+    CHECK_EQ_U(epoll_ctl(efd, EPOLL_CTL_DEL, fd, NULL), 0);
+    end = bee_now_ms() + 3000;
+    while (!is_final(t) && bee_now_ms() < end) {
+        /* An outside loop until the request is sent (interest IN). */
+        n = engine_pollfds(e, pf, 4);
+        if (n == 1 && !(pf[0].events & POLLOUT)) break;
+        poll(pf, (nfds_t)n, 50);
+        engine_handle(e, pf, n);
+    }
+    MIRROR_OK(e); /* re-added */
+    CHECK_EQ_U(engine_fd(e), efd); /* and not by giving up on epoll */
+    end = bee_now_ms() + 3000;
+    while (!is_final(t) && bee_now_ms() < end) engine_step(e, 1000);
+    CHECK_EQ_U(bee_transfer_state(t), BT_DONE);
+    CHECK_EQ_U(bee_transfer_status(t), 200);
+    bee_transfer_free(t);
+    t = NULL;
+    MIRROR_OK(e);
+
+    /* (2) EEXIST: a stream paused by backpressure has left the set; its
+     * socket is put back in behind the engine's back, then the consumer
+     * takes the events and libcurl adds the socket again. */
+    rq = req("/flood?n=4000&delay=100"); /* a while with the socket listed */
+    rq.stream = 1;
+    rq.queue_high = 4096;
+    t = start(e, &rq);
+    if (!CHECK(t)) goto out;
+    fd = -1;
+    end = bee_now_ms() + 3000;
+    while (!is_final(t) && bee_now_ms() < end) {
+        engine_step(e, 10);
+        if (engine_pollfds(e, pf, 4) == 1) fd = pf[0].fd;
+        if (fd >= 0 && engine_nsockets(e) == 0 && evq_bytes(bee_transfer_events(t)) >= 4096) break;
+    }
+    if (!CHECK(fd >= 0 && engine_nsockets(e) == 0)) {
+        fprintf(stderr, "     fd %d, %zu sockets, %zu bytes queued, state %d\n", fd,
+                engine_nsockets(e), evq_bytes(bee_transfer_events(t)), (int)bee_transfer_state(t));
+        goto out;
+    }
+    {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLOUT; /* stale interest: not readable-only */
+        ev.data.fd = fd;
+        CHECK_EQ_U(epoll_ctl(efd, EPOLL_CTL_ADD, fd, &ev), 0);
+    }
+    {
+        size_t next = 0, bad = 0;
+        end = bee_now_ms() + 8000;
+        while (bee_now_ms() < end) {
+            evq *q = bee_transfer_events(t);
+            while (evq_peek(q, &(sse_event){0})) {
+                evq_pop(q);
+                next++;
+            }
+            bee_transfer_events_taken(t);
+            if (engine_nsockets(e) == 1) MIRROR_OK(e); /* taken over with its interest */
+            if (is_final(t) && queued(t) == 0) break;
+            engine_step(e, 1000);
+        }
+        CHECK_EQ_U(bee_transfer_state(t), BT_DONE);
+        CHECK_EQ_U(next, 4000);
+        CHECK_EQ_U(bad, 0);
+    }
+    MIRROR_OK(e);
+    CHECK_EQ_U(engine_fd(e), efd);
+out:
+    if (t) bee_transfer_free(t);
+    engine_free(e);
+    free(body);
+#endif
+}
+
+/* Many transfers, staggered deadlines started in shuffled order and idle
+ * timers: each fails not before its time, in order; the engine never plans
+ * to sleep past the next one (engine_timeout_ms) and fails it in the step
+ * that begins once it is due. */
+TEST(staggered_timers_fire_in_order) {
+    enum { ND = 30, NI = 10 };
+    const int64_t first = 150, gap = 25;
+    bee_engine *e = new_engine();
+    bee_request rq;
+    bee_transfer *t[ND + NI];
+    int64_t due[ND + NI], failed_at[ND + NI], head_at[ND + NI], idle[ND + NI], t0, end, late = 0;
+    int order[ND], i, j, steps = 0, early = 0, wrong_code = 0, out_of_order = 0, overshoot = 0;
+    int missed = 0;
+    size_t nfailed = 0;
+    if (!CHECK(e)) return;
+    for (i = 0; i < ND; i++) order[i] = i;
+    for (i = ND - 1; i > 0; i--) { /* a fixed shuffle */
+        int k = (i * 7 + 3) % (i + 1), x = order[i];
+        order[i] = order[k];
+        order[k] = x;
+    }
+    t0 = bee_now_ms();
+    for (i = 0; i < ND; i++) {
+        int k = order[i];
+        rq = req("/stall-head");
+        due[k] = t0 + first + gap * k;
+        rq.deadline_ms = due[k];
+        rq.idle_timeout_ms = 50; /* never counts: no head */
+        t[k] = start(e, &rq);
+        failed_at[k] = 0;
+        if (!CHECK(t[k])) {
+            for (j = 0; j < i; j++) bee_transfer_free(t[order[j]]);
+            engine_free(e);
+            return;
+        }
+    }
+    for (i = ND; i < ND + NI; i++) {
+        rq = req("/stall-after-head");
+        rq.stream = 1;
+        idle[i] = first + gap * (i - ND) + 12;
+        rq.idle_timeout_ms = (long)idle[i];
+        rq.deadline_ms = t0 + 60000; /* far off */
+        t[i] = start(e, &rq);
+        failed_at[i] = head_at[i] = due[i] = 0;
+        if (!CHECK(t[i])) {
+            while (i > 0) bee_transfer_free(t[--i]);
+            engine_free(e);
+            return;
+        }
+    }
+    end = t0 + 5000;
+    while (nfailed < ND + NI && bee_now_ms() < end) {
+        int64_t before = bee_now_ms(), now, next_due = INT64_MAX;
+        long to = engine_timeout_ms(e);
+        for (i = 0; i < ND + NI; i++)
+            if (!failed_at[i] && due[i] && due[i] < next_due) next_due = due[i];
+        /* Never later than the next timer. */
+        if (next_due != INT64_MAX && before < next_due && (to < 0 || to > next_due - before))
+            overshoot++;
+        engine_step(e, 2000);
+        steps++;
+        now = bee_now_ms();
+        for (i = 0; i < ND + NI; i++) {
+            if (i >= ND && !head_at[i] && bee_transfer_head_done(t[i])) {
+                /* The head came during this step: after `before`, by `now`
+                 * (its idle timer is due by now + idle). */
+                head_at[i] = before;
+                due[i] = now + idle[i];
+            }
+            if (!failed_at[i] && is_final(t[i])) {
+                const char *code = bee_transfer_error(t[i], NULL);
+                failed_at[i] = now;
+                nfailed++;
+                if (!code || strcmp(code, i < ND ? "deadline" : "idle_timeout") != 0) wrong_code++;
+                if (i < ND && now < due[i]) early++;
+                if (due[i] && now - due[i] > late) late = now - due[i];
+            }
+            /* Due before this step began: the step must have failed it
+             * (whatever the time steps take, under valgrind say). */
+            if (!failed_at[i] && due[i] && before >= due[i]) missed++;
+        }
+    }
+    CHECK_EQ_U(nfailed, ND + NI);
+    CHECK_EQ_U(wrong_code, 0);
+    CHECK_EQ_U(early, 0);
+    CHECK_EQ_U(overshoot, 0); /* never slept past the next timer */
+    CHECK_EQ_U(missed, 0);    /* and failed it on waking */
+    for (i = 1; i < ND; i++) out_of_order += failed_at[i] < failed_at[i - 1];
+    CHECK_EQ_U(out_of_order, 0);
+    /* Idle timers count from each head. */
+    for (i = ND; i < ND + NI; i++) {
+        CHECK(head_at[i] > 0);
+        CHECK(failed_at[i] - head_at[i] >= idle[i]);
+    }
+    /* Slept between timers: about one wakeup per due time (40), plus the
+     * connections' own events, not a busy loop. */
+    CHECK(steps < 400);
+    if (missed || steps >= 400 || overshoot)
+        fprintf(stderr, "     latest %lld ms late, %d steps, %d overshoots, %d missed\n",
+                (long long)late, steps, overshoot, missed);
+    CHECK_EQ_U(engine_active(e), 0);
+    CHECK(engine_timeout_ms(e) < 0); /* nothing left to time */
+    for (i = 0; i < ND + NI; i++) bee_transfer_free(t[i]);
+    engine_free(e);
+}
+
+/* The idle timer of a stream stops while backpressure pauses it and runs
+ * again from the moment the consumer takes events. */
+TEST(idle_timeout_after_unpause) {
+    const long idle = 150;
+    bee_engine *e = new_engine();
+    bee_request rq;
+    bee_transfer *t;
+    int64_t t0, end, t_taken, el;
+    size_t taken = 0;
+    if (!CHECK(e)) return;
+    rq = req("/fill-then-stall");
+    rq.stream = 1;
+    rq.queue_high = 4096;
+    rq.idle_timeout_ms = idle;
+    t = start(e, &rq);
+    if (!CHECK(t)) goto out;
+    /* Take nothing for 3 idle limits: paused on the held event, not failed. */
+    t0 = bee_now_ms();
+    while (bee_now_ms() - t0 < 3 * idle && !is_final(t)) engine_step(e, 20);
+    CHECK_EQ_U(bee_transfer_state(t), BT_HEADERS);
+    CHECK_EQ_U(queued(t), 100);
+    CHECK(engine_timeout_ms(e) < 0); /* paused: no timer runs */
+    while (evq_peek(bee_transfer_events(t), &(sse_event){0})) {
+        evq_pop(bee_transfer_events(t));
+        taken++;
+    }
+    CHECK_EQ_U(taken, 100);
+    t_taken = bee_now_ms();
+    bee_transfer_events_taken(t); /* the held event lands; then silence */
+    CHECK(engine_timeout_ms(e) >= 0);
+    end = t_taken + 3000;
+    while (!is_final(t) && bee_now_ms() < end) engine_step(e, 1000);
+    el = bee_now_ms() - t_taken;
+    CHECK_EQ_U(bee_transfer_state(t), BT_FAILED);
+    CHECK_ERR(t, "idle_timeout");
+    CHECK(el >= idle - 5 && el < idle + 500);
+    if (el < idle - 5 || el >= idle + 500) fprintf(stderr, "     idle fired %lld ms after\n", (long long)el);
+    POP_EV(t, "message", "held", "held");
+    bee_transfer_free(t);
+out:
+    engine_free(e);
+}
+
+/* core.wait's way over several engines: poll() their engine_fd (or their
+ * sockets where there is none), then engine_step(e, 0) on each. */
+TEST(outside_loop_over_engine_fds) {
+    bee_engine *es[2];
+    bee_request rq;
+    bee_transfer *t, *u;
+    int64_t t0, end, el;
+    int wakeups = 0, k;
+    es[0] = new_engine();
+    es[1] = new_engine();
+    if (!CHECK(es[0] && es[1])) goto out;
+    rq = req("/stall-after-head");
+    rq.stream = 1;
+    rq.idle_timeout_ms = 200;
+    t = start(es[0], &rq);
+    rq = req("/slow-sse?n=4&every=30");
+    rq.stream = 1;
+    u = start(es[1], &rq);
+    if (!CHECK(t && u)) goto free_tu;
+    t0 = bee_now_ms();
+    end = t0 + 3000;
+    while (!(is_final(t) && is_final(u)) && bee_now_ms() < end) {
+        struct pollfd fds[64];
+        size_t counts[2], at = 0;
+        long to = 1000;
+        for (k = 0; k < 2; k++) {
+            long tk = engine_timeout_ms(es[k]);
+            if (tk >= 0 && tk < to) to = tk;
+            if (engine_fd(es[k]) >= 0) {
+                fds[at].fd = engine_fd(es[k]);
+                fds[at].events = POLLIN;
+                fds[at].revents = 0;
+                counts[k] = 1;
+            } else {
+                counts[k] = engine_pollfds(es[k], fds + at, 32);
+            }
+            at += counts[k];
+        }
+        poll(fds, (nfds_t)at, (int)to);
+        wakeups++;
+        for (k = 0, at = 0; k < 2; k++) {
+            if (engine_fd(es[k]) >= 0) engine_step(es[k], 0);
+            else engine_handle(es[k], fds + at, counts[k]);
+            at += counts[k];
+            MIRROR_OK(es[k]);
+        }
+    }
+    el = bee_now_ms() - t0;
+    CHECK_EQ_U(bee_transfer_state(u), BT_DONE);
+    CHECK_EQ_U(queued(u), 4);
+    CHECK_EQ_U(bee_transfer_state(t), BT_FAILED);
+    CHECK_ERR(t, "idle_timeout");
+    CHECK(el >= 200 && el < 200 + 800);
+    CHECK(wakeups < 100);
+free_tu:
+    if (t) bee_transfer_free(t);
+    if (u) bee_transfer_free(u);
+out:
+    engine_free(es[0]);
+    engine_free(es[1]);
+}
+
 int main(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1847,6 +2337,12 @@ int main(void) {
     RUN(cancel_closes_connection);
     RUN(connection_reused_after_done);
     RUN(engine_free_with_transfers_attached);
+    RUN(engine_fd_lifecycle);
+    RUN(fd_closed_and_reused_between_steps);
+    RUN(epoll_set_repairs_itself);
+    RUN(staggered_timers_fire_in_order);
+    RUN(idle_timeout_after_unpause);
+    RUN(outside_loop_over_engine_fds);
 
     curl_global_cleanup();
     server_stop();
