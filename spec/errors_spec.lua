@@ -25,13 +25,7 @@ end
 
 describe("errors", function()
   local m, client
-  setup(function() m = sdk.mock() end)
-  teardown(function() m:stop() end)
-  before_each(function()
-    m:reset()
-    client = sdk.client(m)
-  end)
-  after_each(function() sdk.finish(m) end)
+  sdk.mock_per_file(function(mock, c) m, client = mock, c end)
 
   describe("the error object", function()
     it("carries kind, code, status, message, request_id, retryable, attempts, idempotency_key", function()

@@ -5,13 +5,7 @@ local sdk = require "spec.support.sdk"
 
 describe("resources", function()
   local m, client
-  setup(function() m = sdk.mock() end)
-  teardown(function() m:stop() end)
-  before_each(function()
-    m:reset()
-    client = sdk.client(m)
-  end)
-  after_each(function() sdk.finish(m) end)
+  sdk.mock_per_file(function(mock, c) m, client = mock, c end)
 
   -- conn_ids of the recorded requests.
   local function conn_ids()

@@ -6,13 +6,7 @@ local sdk = require "spec.support.sdk"
 
 describe("retries", function()
   local m, client
-  setup(function() m = sdk.mock() end)
-  teardown(function() m:stop() end)
-  before_each(function()
-    m:reset()
-    client = sdk.client(m)
-  end)
-  after_each(function() sdk.finish(m) end)
+  sdk.mock_per_file(function(mock, c) m, client = mock, c end)
 
   -- Every recorded attempt carries `key` in the body and the header.
   local function same_key_everywhere(reqs, key)

@@ -8,13 +8,7 @@ local UUID4 = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%
 
 describe("agent:send", function()
   local m, client
-  setup(function() m = sdk.mock() end)
-  teardown(function() m:stop() end)
-  before_each(function()
-    m:reset()
-    client = sdk.client(m)
-  end)
-  after_each(function() sdk.finish(m) end)
+  sdk.mock_per_file(function(mock, c) m, client = mock, c end)
 
   describe("on the wire", function()
     it("POSTs JSON to /api/v1/agents/{id}/messages with the bearer token and JSON Accept", function()

@@ -6,13 +6,7 @@ local sdk = require "spec.support.sdk"
 
 describe("agent:stream", function()
   local m, client
-  setup(function() m = sdk.mock() end)
-  teardown(function() m:stop() end)
-  before_each(function()
-    m:reset()
-    client = sdk.client(m)
-  end)
-  after_each(function() sdk.finish(m) end)
+  sdk.mock_per_file(function(mock, c) m, client = mock, c end)
 
   -- The mock saw n connections closed by the client mid-response, and none
   -- of the client's is left open (connections_open counts the admin call).

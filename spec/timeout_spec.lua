@@ -7,13 +7,7 @@ local sdk = require "spec.support.sdk"
 
 describe("timeouts", function()
   local m, client
-  setup(function() m = sdk.mock() end)
-  teardown(function() m:stop() end)
-  before_each(function()
-    m:reset()
-    client = sdk.client(m)
-  end)
-  after_each(function() sdk.finish(m) end)
+  sdk.mock_per_file(function(mock, c) m, client = mock, c end)
 
   -- The mock saw the client hang up on n responses in progress.
   local function hung_up(n)

@@ -67,6 +67,27 @@ function _M.finish(m)
     st.connections_open - 1, st.streams_active))
 end
 
+--- Registers, in the enclosing describe, the hooks every API spec file
+-- uses: one mock for the file, a reset mock and a fresh client for each
+-- test, every client closed and the mock's connections drained after it.
+-- on_each(m, client) receives them before each test (and on_each(m) once
+-- the mock is up).
+function _M.mock_per_file(on_each)
+  -- busted gives spec files these as globals; a module reaches them here.
+  local busted = require "busted"
+  local m
+  busted.setup(function()
+    m = _M.mock()
+    on_each(m, nil)
+  end)
+  busted.teardown(function() m:stop() end)
+  busted.before_each(function()
+    m:reset()
+    on_each(m, _M.client(m))
+  end)
+  busted.after_each(function() _M.finish(m) end)
+end
+
 _M.now_ms = core.now_ms
 
 --- Runs fn and returns the milliseconds it took, then fn's results.
