@@ -73,7 +73,7 @@ deps-bench:
 # C unit tests of the pure C parts: no Lua anywhere in these binaries.
 CTESTS = $(patsubst tests/c/%.c,$(BUILD)/ctest/%,$(wildcard tests/c/test_*.c))
 
-$(BUILD)/ctest/%: tests/c/%.c $(PURE_SRC) $(CORE_HDR) tests/c/harness.h
+$(BUILD)/ctest/%: tests/c/%.c $(PURE_SRC) $(CORE_HDR) $(wildcard tests/c/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_BASE) $(CFLAGS) -Isrc $(CURL_CFLAGS) -o $@ $< $(PURE_SRC) $(CURL_LIBS) $(CTEST_LIBS)
 

@@ -29,6 +29,7 @@
 
 #include "evq.h"
 #include "sse.h"
+#include "../tests/c/sse_record.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -36,12 +37,6 @@ static const size_t CAPS[8] = {0, 1, 2, 3, 5, 8, 16, 64};
 
 /* ------------------------------------------------------------------ */
 /* What a run produced                                                  */
-
-typedef struct {
-    sse_kind kind;
-    char *type, *data, *id;
-    size_t type_len, data_len, id_len;
-} rec_ev;
 
 typedef struct {
     rec_ev *v;
@@ -54,31 +49,9 @@ typedef struct {
     size_t last_id_len;
 } result;
 
-static char *dupmem(const char *s, size_t n) {
-    char *d = malloc(n ? n : 1);
-    if (!d) abort();
-    if (n) memcpy(d, s, n);
-    return d;
-}
-
 static void add_event(result *r, sse_kind kind, const char *type, size_t tl,
                       const char *d, size_t dl, const char *id, size_t il) {
-    rec_ev *e;
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 16;
-        rec_ev *v = realloc(r->v, cap * sizeof *v);
-        if (!v) abort();
-        r->v = v;
-        r->cap = cap;
-    }
-    e = &r->v[r->n++];
-    e->kind = kind;
-    e->type = dupmem(type, tl);
-    e->type_len = tl;
-    e->data = dupmem(d, dl);
-    e->data_len = dl;
-    e->id = dupmem(id, il);
-    e->id_len = il;
+    rec_append(&r->v, &r->n, &r->cap, kind, type, tl, d, dl, id, il);
 }
 
 static int rec_sink(void *ud, const sse_event *ev) {
@@ -88,13 +61,7 @@ static int rec_sink(void *ud, const sse_event *ev) {
 }
 
 static void result_free(result *r) {
-    size_t i;
-    for (i = 0; i < r->n; i++) {
-        free(r->v[i].type);
-        free(r->v[i].data);
-        free(r->v[i].id);
-    }
-    free(r->v);
+    rec_release(r->v, r->n);
     free(r->last_id);
     memset(r, 0, sizeof *r);
 }

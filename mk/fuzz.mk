@@ -27,7 +27,7 @@ FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=a
 
 fuzz-build: $(FUZZ_BIN)
 
-$(FUZZ_BIN): fuzz/fuzz_sse.c $(FUZZ_SRC) $(CORE_HDR) mk/fuzz.mk
+$(FUZZ_BIN): fuzz/fuzz_sse.c tests/c/sse_record.h $(FUZZ_SRC) $(CORE_HDR) mk/fuzz.mk
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CFLAGS_BASE) $(FUZZ_CFLAGS) -Isrc -o $@ fuzz/fuzz_sse.c $(FUZZ_SRC)
 

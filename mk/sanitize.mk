@@ -63,7 +63,7 @@ sanitize: deps-sanitize
 	@$(MAKE) --no-print-directory sanitize-valgrind
 	@echo "sanitize: ASan+UBSan and valgrind found nothing"
 
-$(SAN_DIR)/ctest/%: tests/c/%.c $(PURE_SRC) $(CORE_HDR) tests/c/harness.h mk/sanitize.mk
+$(SAN_DIR)/ctest/%: tests/c/%.c $(PURE_SRC) $(CORE_HDR) $(wildcard tests/c/*.h) mk/sanitize.mk
 	@mkdir -p $(@D)
 	$(SAN_CC) $(CFLAGS_BASE) $(SAN_OPT) $(SAN_FLAGS) -Isrc $(CURL_CFLAGS) -o $@ $< \
 		$(PURE_SRC) $(CURL_LIBS) $(CTEST_LIBS)

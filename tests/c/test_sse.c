@@ -20,6 +20,7 @@
 #include "evq.h"
 #include "fastjson.h"
 #include "sse.h"
+#include "sse_record.h"
 
 /* Feeds a string literal (which may hold NULs). */
 #define FEEDL(p, lit, sink, ud) sse_feed((p), (lit), sizeof(lit) - 1, (sink), (ud))
@@ -28,43 +29,16 @@
 /* Recording what the parser delivers                                   */
 
 typedef struct {
-    sse_kind kind;
-    char *type, *data, *id;
-    size_t type_len, data_len, id_len;
-} rec_ev;
-
-typedef struct {
     rec_ev *v;
     size_t n, cap;
     long stop_at; /* sink returns non-zero for event number stop_at (0-based); -1 never */
 } recorder;
 
-static char *dupmem(const char *s, size_t n) {
-    char *d = malloc(n ? n : 1);
-    if (!d) abort();
-    if (n) memcpy(d, s, n);
-    return d;
-}
-
 static int rec_sink(void *ud, const sse_event *ev) {
     recorder *r = (recorder *)ud;
-    rec_ev *e;
     if (r->stop_at >= 0 && (long)r->n == r->stop_at) return 1;
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 8;
-        rec_ev *v = realloc(r->v, cap * sizeof *v);
-        if (!v) abort();
-        r->v = v;
-        r->cap = cap;
-    }
-    e = &r->v[r->n++];
-    e->kind = ev->kind;
-    e->type = dupmem(ev->type, ev->type_len);
-    e->type_len = ev->type_len;
-    e->data = dupmem(ev->data, ev->data_len);
-    e->data_len = ev->data_len;
-    e->id = dupmem(ev->id, ev->id_len);
-    e->id_len = ev->id_len;
+    rec_append(&r->v, &r->n, &r->cap, ev->kind, ev->type, ev->type_len, ev->data, ev->data_len,
+               ev->id, ev->id_len);
     return 0;
 }
 
@@ -74,13 +48,7 @@ static void rec_init(recorder *r) {
 }
 
 static void rec_free(recorder *r) {
-    size_t i;
-    for (i = 0; i < r->n; i++) {
-        free(r->v[i].type);
-        free(r->v[i].data);
-        free(r->v[i].id);
-    }
-    free(r->v);
+    rec_release(r->v, r->n);
     memset(r, 0, sizeof *r);
 }
 
