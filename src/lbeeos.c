@@ -613,12 +613,6 @@ static int transfer_events_l(lua_State *L) {
     return 1;
 }
 
-static int transfer_pending_l(lua_State *L) {
-    bee_transfer *t = check_transfer(L);
-    lua_pushinteger(L, (lua_Integer)bee_transfer_events(t)->count);
-    return 1;
-}
-
 static int transfer_error_l(lua_State *L) {
     const char *msg = NULL;
     const char *code = bee_transfer_error(check_transfer(L), &msg);
@@ -633,25 +627,8 @@ static int transfer_id_l(lua_State *L) {
     return 1;
 }
 
-static int transfer_bytes_l(lua_State *L) {
-    lua_pushnumber(L, (lua_Number)bee_transfer_bytes_received(check_transfer(L)));
-    return 1;
-}
-
-static int transfer_reused_l(lua_State *L) {
-    lua_pushboolean(L, bee_transfer_reused(check_transfer(L)));
-    return 1;
-}
-
 static int transfer_cut_l(lua_State *L) {
     lua_pushboolean(L, bee_transfer_sse_cut(check_transfer(L)));
-    return 1;
-}
-
-static int transfer_last_event_id_l(lua_State *L) {
-    size_t len;
-    const char *id = bee_transfer_last_event_id(check_transfer(L), &len);
-    lua_pushlstring(L, id, len);
     return 1;
 }
 
@@ -681,13 +658,9 @@ static const luaL_Reg transfer_methods[] = {
     {"body", transfer_body_l},
     {"is_sse", transfer_is_sse_l},
     {"events", transfer_events_l},
-    {"pending", transfer_pending_l},
     {"error", transfer_error_l},
     {"id", transfer_id_l},
-    {"bytes", transfer_bytes_l},
-    {"reused", transfer_reused_l},
     {"cut", transfer_cut_l},
-    {"last_event_id", transfer_last_event_id_l},
     {"close", transfer_close_l},
     {NULL, NULL}};
 

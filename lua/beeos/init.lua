@@ -144,10 +144,6 @@ function Client:close()
   self.transport:close()
 end
 
--- Outside event loops drive the client's engine through these.
-function Client:sockets() return self.transport:sockets() end
-function Client:timeout() return self.transport:timeout() end
-
 function Client:_log(fmt, ...)
   if self.debug then
     io.stderr:write("[beeos] ", errors.redact(fmt:format(...), self.token), "\n")

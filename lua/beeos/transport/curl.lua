@@ -43,10 +43,6 @@ function Transport:close()
   end
 end
 
--- For outside event loops and tests.
-function Transport:sockets() return self.engine:sockets() end
-function Transport:timeout() return self.engine:timeout() end
-function Transport:step(ms) return self.engine:step(ms or 0) end
 
 --- spec: url, headers, body, stream, comments, connect_timeout_ms,
 -- deadline_ms (absolute, core.now_ms clock), idle_timeout_ms, max_body,
